@@ -1,0 +1,54 @@
+// Package lock defines the lock contract every haita backend meets: a
+// [Locker] hands out [Lease] values for string keys, each carrying a fencing
+// [Token] that is strictly greater for every later holder of the same key.
+//
+// The backends live below this package, one per engine:
+//
+//	lock/memlock    in-process keyed locks (one process: quadrant Q1)
+//	lock/filelock   flock(2) files that exclude goroutines and processes on one machine
+//	lock/redislock  one Redis (or Cluster/Sentinel)
+//	lock/redlock    a quorum over N independent Redis masters
+//	lock/pglock     PostgreSQL lease rows
+//	lock/etcdlock   etcd leases (Raft-replicated)
+//
+// Each backend reports what it offers through [Capabilities]; the shared
+// conformance suite in lock/locktest runs every test that applies.
+//
+// # Building a Locker
+//
+// A backend implements the small [Backend] interface (one attempt, refresh,
+// release, and optionally notification or its own queue) and [New] builds
+// the [Locker] on it. The machinery every user relies on lives here, once:
+// key and option validation, waiting by notification with a jittered poll as
+// fallback, wait limits, the local expiry deadline, auto-refresh, cleanup of
+// indeterminate outcomes and [Metrics].
+//
+// # Honest limits
+//
+// A lease is a promise with an end date, not a guarantee that nobody else
+// acts. It is NOT safe to assume the lock is held until Release returns: a
+// process can pause (garbage collection, a stopped VM, a slow network) past
+// the lease's expiry while another process takes the key. haita reports loss
+// as early as it can — a lease's Done channel closes on the client's own
+// monotonic clock before the server-side expiry (TTL minus the send time of
+// the request minus a drift allowance), and when a refresh fails — but a
+// holder that is paused cannot react to a channel. Storage that must never see
+// a stale writer has to check the fencing token: keep the greatest token that
+// wrote, and refuse a write that carries a smaller one (package sqlcc has the
+// SQL for it).
+//
+// # Errors
+//
+// Every error matches one of the sentinels below with [errors.Is]:
+//
+//	ErrNotAcquired   the key is held by someone else (*HeldError carries holder and expiry)
+//	ErrWaitLimit     Acquire waited Options.WaitLimit without getting the key
+//	context.Canceled / context.DeadlineExceeded   the caller's context ended
+//	ErrNotHeld       Release or Refresh by a lease that no longer holds its key
+//	ErrLost          a lease ended without Release (expired, refresh failed, taken over)
+//	ErrReleased      a lease's Err after a successful Release
+//	ErrIndeterminate the engine may or may not have applied the request; haita cleaned up
+//	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)
+//	ErrInvalidOptions an option out of range, named in the message
+//	ErrClosed        the Locker was closed
+package lock
