@@ -308,8 +308,10 @@ type Subscription interface {
 }
 
 // Queuer is implemented by backends that wait in their own queue (FIFO
-// engines). Wait blocks until req.Key is granted to req.Owner or ctx ends;
-// on ctx's end it must leave nothing behind and return ctx.Err().
+// engines). Acquire calls Try first and Wait only when Try found the key
+// held. Wait blocks until req.Key is granted to req.Owner or ctx ends; on
+// ctx's end it must leave nothing behind and return ctx.Err() (a grant that
+// raced with the end must be released by Wait itself).
 type Queuer interface {
 	Wait(ctx context.Context, req Request) (Grant, error)
 }

@@ -88,9 +88,6 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	}
 	start := time.Now()
 	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl}
-	if q, ok := l.b.(Queuer); ok && wait {
-		return l.queue(ctx, q, req, start)
-	}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
 		return l.grant(req, g, start, start), nil
@@ -102,6 +99,9 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	if !wait {
 		l.opts.Metrics.acquired(l.caps.Name, "not_acquired", time.Since(start))
 		return nil, err
+	}
+	if q, ok := l.b.(Queuer); ok {
+		return l.queue(ctx, q, req, start)
 	}
 	return l.wait(ctx, req, start, err)
 }
