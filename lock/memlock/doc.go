@@ -1,0 +1,11 @@
+// Package memlock provides in-process keyed locks (quadrant Q1 of the
+// seeds' map): leases on string keys with fencing tokens, optional TTL and
+// FIFO waiters woken by channels. It excludes goroutines of one process
+// only; use lock/filelock on one machine or a network backend across
+// machines.
+//
+// Nothing is kept per key once a key is released and nobody waits for it,
+// so keys may be unbounded (user ids, order numbers). [Map] adds atomic
+// read-modify-write on keyed values, the cure for the compound
+// check-then-put race on a concurrent map.
+package memlock
