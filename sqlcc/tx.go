@@ -1,0 +1,108 @@
+package sqlcc
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TxOptions configures [RunTx]. The zero value is valid.
+type TxOptions struct {
+	// Isolation is the transaction's isolation level. Zero: the driver's
+	// default (READ COMMITTED on PostgreSQL, REPEATABLE READ on MySQL,
+	// SERIALIZABLE on SQLite).
+	Isolation sql.IsolationLevel
+	// ReadOnly starts a read-only transaction. On SQLite with
+	// "_txlock=immediate" this also makes modernc.org/sqlite use a deferred
+	// BEGIN, so the transaction does not take the write lock.
+	ReadOnly bool
+	// Attempts is the maximum number of times fn runs. Zero: 5. Negative:
+	// invalid.
+	Attempts int
+	// BaseDelay and MaxDelay shape the jittered backoff between attempts as
+	// in [RetryOptions]. Zero: 2ms and 200ms. Negative: invalid.
+	BaseDelay, MaxDelay time.Duration
+}
+
+// RunTx runs fn in a transaction and commits it if fn returns nil, rolling
+// back otherwise. When fn or the commit fails with a deadlock, a
+// serialization failure or SQLite busy (the transient errors that require
+// running the whole transaction again: [Classify] with Retry
+// [RetryTransaction], except lock timeouts, which RunTx leaves to the
+// caller), RunTx rolls back, waits a jittered backoff and runs fn again in a
+// new transaction, up to opts.Attempts times. fn must therefore do nothing
+// outside the transaction that cannot be repeated, and must return the
+// errors it gets from tx (wrapped is fine) rather than swallow them.
+//
+// If COMMIT fails without an answer from the server (the connection broke),
+// the transaction may or may not have committed: RunTx does not run fn
+// again and returns an error matching [ErrCommitUnknown] and wrapping the
+// driver's error. A COMMIT the server rejected is a definite failure and is
+// retried or returned like any other error.
+//
+// The last error is returned wrapped, so errors.Is/As and [Classify] see it.
+// RunTx is safe for concurrent use; invalid options return
+// [ErrInvalidOptions] without starting a transaction.
+func RunTx(ctx context.Context, db *sql.DB, opts TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if opts.Attempts < 0 {
+		return fmt.Errorf("%w: negative Attempts %d", ErrInvalidOptions, opts.Attempts)
+	}
+	if opts.Attempts == 0 {
+		opts.Attempts = 5
+	}
+	ro, err := RetryOptions{Attempts: opts.Attempts, BaseDelay: opts.BaseDelay, MaxDelay: opts.MaxDelay}.withDefaults()
+	if err != nil {
+		return err
+	}
+	txo := &sql.TxOptions{Isolation: opts.Isolation, ReadOnly: opts.ReadOnly}
+	attempt := 0
+	err = retry(ctx, ro.Attempts, ro.BaseDelay, ro.MaxDelay, func(ctx context.Context) error {
+		attempt++
+		return runOnce(ctx, db, txo, fn)
+	}, retryableTx)
+	if err != nil && attempt > 1 && retryableTx(err) {
+		return fmt.Errorf("sqlcc: transaction failed after %d attempts: %w", attempt, err)
+	}
+	return err
+}
+
+func retryableTx(err error) bool {
+	if errors.Is(err, ErrCommitUnknown) {
+		return false
+	}
+	switch Classify(err).Class {
+	case ClassDeadlock, ClassSerializationFailure, ClassBusy:
+		return true
+	}
+	return false
+}
+
+func runOnce(ctx context.Context, db *sql.DB, txo *sql.TxOptions, fn func(context.Context, *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, txo)
+	if err != nil {
+		return fmt.Errorf("sqlcc: begin: %w", err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		// database/sql rolls back a transaction whose context ended.
+		_ = tx.Rollback()
+		return err
+	}
+	err = tx.Commit()
+	if err == nil {
+		return nil
+	}
+	if Classify(err).Dialect != Unknown || errors.Is(err, pgx.ErrTxCommitRollback) || errors.Is(err, sql.ErrTxDone) {
+		// The server answered (or the transaction was already over):
+		// definitely not committed.
+		return fmt.Errorf("sqlcc: commit: %w", err)
+	}
+	return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
+}
