@@ -53,7 +53,7 @@ func Check(r *http.Request, cur State) error {
 		return nil // §13.2.1: no selected representation to test.
 	}
 	h := r.Header
-	fail := func() error { return &PreconditionError{Current: cur} }
+	fail := func(header string) error { return &PreconditionError{Current: cur, Header: header} }
 	getOrHead := r.Method == http.MethodGet || r.Method == http.MethodHead
 
 	// Step 1 and 2: If-Match, else If-Unmodified-Since.
@@ -63,7 +63,7 @@ func Check(r *http.Request, cur State) error {
 			return err
 		}
 		if !ok {
-			return fail()
+			return fail("If-Match")
 		}
 	} else if lines := h.Values("If-Unmodified-Since"); len(lines) > 0 {
 		t, err := parseDate("If-Unmodified-Since", lines)
@@ -72,7 +72,7 @@ func Check(r *http.Request, cur State) error {
 		}
 		// §13.1.4: ignored when the resource has no modification date.
 		if !cur.LastModified.IsZero() && seconds(cur.LastModified).After(t) {
-			return fail()
+			return fail("If-Unmodified-Since")
 		}
 	}
 
@@ -84,15 +84,15 @@ func Check(r *http.Request, cur State) error {
 		}
 		if !ok {
 			if getOrHead {
-				return &PreconditionError{Current: cur, NotModified: true}
+				return &PreconditionError{Current: cur, NotModified: true, Header: "If-None-Match"}
 			}
-			return fail()
+			return fail("If-None-Match")
 		}
 	} else if lines := h.Values("If-Modified-Since"); getOrHead && len(lines) > 0 {
 		t, err := parseDate("If-Modified-Since", lines)
 		// §13.1.3: an invalid date, or no modification date, is ignored.
 		if err == nil && cur.Exists && !cur.LastModified.IsZero() && !seconds(cur.LastModified).After(t) {
-			return &PreconditionError{Current: cur, NotModified: true}
+			return &PreconditionError{Current: cur, NotModified: true, Header: "If-Modified-Since"}
 		}
 	}
 	return nil

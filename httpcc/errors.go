@@ -57,6 +57,11 @@ type PreconditionError struct {
 	// NotModified selects 304 Not Modified instead of 412.
 	NotModified bool
 
+	// Header names the precondition that failed, such as "If-Match"; it is
+	// "" when a handler reports a versioned save that lost after [Check]
+	// passed, which reads as a failed If-Match.
+	Header string
+
 	// ContentType and Representation, when Representation is non-nil, are
 	// sent as the body of the 412 response instead of a problem document,
 	// so the client can show the current version beside its own. Ignored for
@@ -70,13 +75,17 @@ func (e *PreconditionError) Error() string {
 	if e.NotModified {
 		return ErrNotModified.Error()
 	}
+	msg := ErrPreconditionFailed.Error()
+	if e.Header != "" {
+		msg += " (" + e.Header + ")"
+	}
 	switch {
 	case !e.Current.Exists:
-		return ErrPreconditionFailed.Error() + ": the resource does not exist"
+		return msg + ": the resource does not exist"
 	case e.Current.ETag != "":
-		return ErrPreconditionFailed.Error() + ": current entity-tag is " + e.Current.ETag
+		return msg + ": current entity-tag is " + e.Current.ETag
 	}
-	return ErrPreconditionFailed.Error()
+	return msg
 }
 
 // Is reports whether target is [ErrPreconditionFailed] or, for a 304,
@@ -112,6 +121,9 @@ func (e *PreconditionError) writeResponse(w http.ResponseWriter) {
 	}
 	ext := map[string]any{}
 	detail := "the resource has changed since you read it"
+	if e.Header == "If-None-Match" {
+		detail = "the resource already exists"
+	}
 	if !e.Current.Exists {
 		detail = "the resource does not exist"
 	} else if e.Current.ETag != "" {
