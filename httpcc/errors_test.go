@@ -35,6 +35,12 @@ func TestWriteError(t *testing.T) {
 				"detail": `the resource has changed since you read it; its current entity-tag is "v8"`},
 		},
 		{
+			name: "412 from If-None-Match says it exists", err: &httpcc.PreconditionError{Current: cur, Header: "If-None-Match"},
+			sentinel: httpcc.ErrPreconditionFailed, status: 412,
+			body: map[string]any{"type": "about:blank", "title": "Precondition Failed", "status": 412.0, "etag": `"v8"`,
+				"detail": `the resource already exists; its current entity-tag is "v8"`},
+		},
+		{
 			name: "412 wrapped, for an absent resource", err: fmt.Errorf("save: %w", &httpcc.PreconditionError{}),
 			sentinel: httpcc.ErrPreconditionFailed, status: 412,
 			header: map[string]string{"ETag": ""},

@@ -16,7 +16,8 @@ import (
 type Policy struct {
 	// Methods lists the methods that must carry If-Match,
 	// If-Unmodified-Since, or "If-None-Match: *" (create-if-absent). Methods
-	// are case-sensitive, as in HTTP. Zero value: PUT, PATCH and DELETE.
+	// are case-sensitive, as in HTTP. Nil means PUT, PATCH and DELETE; an
+	// empty non-nil slice means none.
 	Methods []string
 
 	// CreateMethods lists the methods that must carry If-None-Match, for

@@ -90,6 +90,7 @@ func TestCheckRFC9110(t *testing.T) {
 		{"13.1.2/If-None-Match uses weak comparison: W/ request tag matches", "GET", hdr{"If-None-Match": {`W/"v7"`}}, existing, s304},
 		{"13.1.2/If-None-Match uses weak comparison: weak current tag matches", "GET", hdr{"If-None-Match": {`"v7"`}}, weakCur, s304},
 		{"13.1.2/If-None-Match other tag is true", "GET", hdr{"If-None-Match": {`"v6", W/"v5"`}}, existing, proceed},
+		{"13.1.2/If-None-Match tag is true when the resource has no ETag", "GET", hdr{"If-None-Match": {`"v7"`}}, noValidators, proceed},
 		{"13.1.2/If-None-Match tag on absent resource is true", "PUT", hdr{"If-None-Match": {`"v7"`}}, absent, proceed},
 		{"13.2.2/If-Match is evaluated before If-None-Match", "PUT", hdr{"If-Match": {`"v6"`}, "If-None-Match": {"*"}}, absent, s412},
 		{"13.2.2/If-None-Match after a true If-Match", "GET", hdr{"If-Match": {`"v7"`}, "If-None-Match": {`"v7"`}}, existing, s304},
@@ -135,6 +136,12 @@ func TestCheckRFC9110(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Fatalf("Check = %v (status %d), want status %d", err, got, tt.want)
+			}
+			var pe *httpcc.PreconditionError
+			if errors.As(err, &pe) {
+				if _, ok := tt.header[pe.Header]; !ok {
+					t.Errorf("PreconditionError.Header = %q, not a header the request sent", pe.Header)
+				}
 			}
 			switch tt.want {
 			case s412:
@@ -203,6 +210,7 @@ func TestRequirePolicyRFC6585(t *testing.T) {
 		{"RFC 6585 §3/configured POST create with If-Match is 428", createPost, "POST", map[string]string{"If-Match": `"v1"`}, 428},
 		{"RFC 6585 §3/configured POST create with If-None-Match * passes", createPost, "POST", map[string]string{"If-None-Match": "*"}, 204},
 		{"RFC 6585 §3/configured policy keeps the default PUT rule", createPost, "PUT", nil, 428},
+		{"RFC 6585 §3/empty Methods require nothing", httpcc.Policy{Methods: []string{}}, "PUT", nil, 204},
 		{"RFC 6585 §3/explicit Methods replace the default", httpcc.Policy{Methods: []string{"PATCH"}}, "DELETE", nil, 204},
 	}
 	for _, tt := range tests {
