@@ -211,7 +211,7 @@ func withLockTimeout(ctx context.Context, tx *sql.Tx, d Dialect, t Table, opts L
 	case MySQL:
 		if opts.Timeout > 0 {
 			get = "SELECT CAST(@@SESSION.innodb_lock_wait_timeout AS CHAR)"
-			set = "SET SESSION innodb_lock_wait_timeout = ?"
+			set = "SET SESSION innodb_lock_wait_timeout = CAST(? AS UNSIGNED)"
 			val = strconv.FormatInt(int64((opts.Timeout+time.Second-1)/time.Second), 10)
 		}
 	case SQLite:

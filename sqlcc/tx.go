@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TxOptions configures [RunTx]. The zero value is valid.
@@ -99,10 +102,38 @@ func runOnce(ctx context.Context, db *sql.DB, txo *sql.TxOptions, fn func(contex
 	if err == nil {
 		return nil
 	}
-	if Classify(err).Dialect != Unknown || errors.Is(err, pgx.ErrTxCommitRollback) || errors.Is(err, sql.ErrTxDone) {
-		// The server answered (or the transaction was already over):
-		// definitely not committed.
+	if commitFailed(err) {
 		return fmt.Errorf("sqlcc: commit: %w", err)
 	}
 	return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
+}
+
+// commitFailed reports whether a COMMIT error means the transaction surely
+// did not commit: the server rejected the COMMIT itself, or the transaction
+// had already ended. An error that ends the session (PostgreSQL FATAL or
+// PANIC, connection-class SQLSTATEs, MySQL's killed connection or shutdown)
+// can arrive after the commit record was written, so it, like every I/O
+// error, leaves the outcome unknown.
+func commitFailed(err error) bool {
+	if errors.Is(err, pgx.ErrTxCommitRollback) || errors.Is(err, sql.ErrTxDone) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Severity == "FATAL" || pe.Severity == "PANIC",
+			strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "57P"):
+			return false
+		}
+		return true
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1053, 1152, 1927: // server shutdown, aborted connection, connection killed
+			return false
+		}
+		return true
+	}
+	return Classify(err).Dialect == SQLite
 }
