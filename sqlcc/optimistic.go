@@ -112,7 +112,9 @@ func conflict(ctx context.Context, db DB, d Dialect, t Table, key any, expect in
 // in both cases nothing changed. PostgreSQL and SQLite read the new value
 // with RETURNING; MySQL through LAST_INSERT_ID(expr), which the driver
 // returns with the statement's result, so it is also one round trip (and
-// LAST_INSERT_ID() of that connection is changed). A zero delta is
+// LAST_INSERT_ID() of that connection is changed). LAST_INSERT_ID is
+// unsigned, so on MySQL a new value below zero fails the statement (error
+// 1264, out of range) and changes nothing, whatever min says. A zero delta is
 // [ErrInvalidOptions]. Add is as safe for concurrent use as db is.
 func Add(ctx context.Context, db DB, t Table, key any, column string, delta int64, min int64) (int64, error) {
 	d, err := resolveDialect(t.Dialect, db)
