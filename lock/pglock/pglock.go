@@ -1,0 +1,376 @@
+package pglock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/haita/haita/lock"
+)
+
+// DefaultTable is the lease table used when Options.Table is empty.
+const DefaultTable = "haita_locks"
+
+// DefaultTTL is the lease TTL used when Options.TTL is zero.
+const DefaultTTL = 30 * time.Second
+
+// Options configure a PostgreSQL [lock.Locker]. The zero value is valid.
+type Options struct {
+	// Options are the backend-independent options; see [lock.Options].
+	lock.Options
+
+	// Table is the lease table, optionally schema-qualified ("locks" or
+	// "app.locks"); each part must match [A-Za-z_][A-Za-z0-9_]* and the
+	// whole name be at most 57 bytes. Zero selects [DefaultTable]. The
+	// table is created by [CreateTable], never by New.
+	Table string
+}
+
+// New returns a Locker on the lease table in opts.Table, running its
+// statements on pool and listening for releases on one connection it takes
+// out of the pool on the first wait (the pool no longer counts it). The
+// table must exist (see [CreateTable]).
+//
+// The Locker is safe for concurrent use. The caller must Close it; Close
+// does not close pool. It returns an error matching [lock.ErrInvalidOptions]
+// for a nil pool or invalid opts.
+func New(pool *pgxpool.Pool, opts Options) (lock.Locker, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: pglock: nil pool", lock.ErrInvalidOptions)
+	}
+	return newLocker(poolClient{pool}, opts)
+}
+
+// NewDB is like [New] for a *sql.DB opened with pgx's stdlib driver
+// (sql.Open("pgx", dsn) or stdlib.OpenDB). It returns an error matching
+// [lock.ErrInvalidOptions] for a nil db or one using another driver.
+func NewDB(db *sql.DB, opts Options) (lock.Locker, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: pglock: nil db", lock.ErrInvalidOptions)
+	}
+	if _, ok := db.Driver().(*stdlib.Driver); !ok {
+		return nil, fmt.Errorf("%w: pglock: db uses driver %T, not pgx's stdlib driver", lock.ErrInvalidOptions, db.Driver())
+	}
+	return newLocker(dbClient{db}, opts)
+}
+
+// Schema returns the statements that create the lease table and its token
+// sequence (idempotent: IF NOT EXISTS), for use in migrations. An empty
+// table selects [DefaultTable]. It returns an error matching
+// [lock.ErrInvalidOptions] for an invalid name.
+func Schema(table string) (string, error) {
+	n, err := parseTable(table)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(`CREATE SEQUENCE IF NOT EXISTS %[2]s;
+CREATE TABLE IF NOT EXISTS %[1]s (
+	key        text        PRIMARY KEY,
+	owner      text        NOT NULL,
+	holder     text        NOT NULL,
+	token      bigint      NOT NULL,
+	expires_at timestamptz NOT NULL
+);
+`, n.table, n.seq), nil
+}
+
+// CreateTable creates the lease table and its sequence with pool unless
+// they exist. It is safe to call concurrently and repeatedly.
+func CreateTable(ctx context.Context, pool *pgxpool.Pool, table string) error {
+	ddl, err := Schema(table)
+	if err != nil {
+		return err
+	}
+	return createTable(ctx, poolClient{pool}, ddl)
+}
+
+// CreateTableDB is [CreateTable] for a *sql.DB.
+func CreateTableDB(ctx context.Context, db *sql.DB, table string) error {
+	ddl, err := Schema(table)
+	if err != nil {
+		return err
+	}
+	return createTable(ctx, dbClient{db}, ddl)
+}
+
+func createTable(ctx context.Context, c client, ddl string) error {
+	// Concurrent CREATE … IF NOT EXISTS can still collide on the catalog's
+	// unique index; a transaction-scoped advisory lock serialises them.
+	for stmt := range strings.SplitSeq(ddl, ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := c.exec(ctx, "SELECT pg_advisory_lock(7245368161)"); err != nil {
+			return fmt.Errorf("pglock: create table: %w", err)
+		}
+		_, err := c.exec(ctx, stmt)
+		if _, uerr := c.exec(ctx, "SELECT pg_advisory_unlock_all()"); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return fmt.Errorf("pglock: create table: %w", err)
+		}
+	}
+	return nil
+}
+
+// ident matches one part of a table name.
+var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// names are the quoted SQL names derived from a table name.
+type names struct {
+	table   string // quoted, possibly schema-qualified
+	seq     string // quoted sequence name: the table's name + "_token"
+	seqText string // the sequence for nextval('…'), as a regclass literal
+	channel string // LISTEN/NOTIFY channel: the table name as given
+}
+
+func parseTable(table string) (names, error) {
+	if table == "" {
+		table = DefaultTable
+	}
+	bad := func(why string) (names, error) {
+		return names{}, fmt.Errorf("%w: pglock: table name %q %s", lock.ErrInvalidOptions, table, why)
+	}
+	if len(table) > 57 {
+		return bad("is longer than 57 bytes")
+	}
+	parts := strings.Split(table, ".")
+	if len(parts) > 2 {
+		return bad("has more than one dot")
+	}
+	for _, p := range parts {
+		if !ident.MatchString(p) {
+			return bad("is not [schema.]identifier of letters, digits and underscores")
+		}
+	}
+	quote := func(ps []string) string {
+		q := make([]string, len(ps))
+		for i, p := range ps {
+			q[i] = `"` + p + `"`
+		}
+		return strings.Join(q, ".")
+	}
+	seqParts := append([]string(nil), parts...)
+	seqParts[len(seqParts)-1] += "_token"
+	seq := quote(seqParts)
+	return names{table: quote(parts), seq: seq, seqText: "'" + seq + "'", channel: table}, nil
+}
+
+func newLocker(c client, opts Options) (lock.Locker, error) {
+	n, err := parseTable(opts.Table)
+	if err != nil {
+		return nil, err
+	}
+	b := &backend{c: c, n: n}
+	b.acquireSQL = fmt.Sprintf(acquireSQL, n.table, n.seqText)
+	b.refreshSQL = fmt.Sprintf(refreshSQL, n.table)
+	b.releaseSQL = fmt.Sprintf(releaseSQL, n.table)
+	b.l = newListener(c, n.channel)
+	return lock.New(b, opts.Options)
+}
+
+// The statements. %[1]s is the quoted table, %[2]s the sequence literal.
+// Durations travel as microseconds and are turned into intervals by the
+// server, so the database clock alone decides expiry.
+//
+// Rows are never deleted: Release marks its row free. A token computed for
+// the INSERT branch is drawn before the row is inserted, and the statement
+// may wait on a concurrent inserter's transaction in between; were rows
+// deleted, that concurrent holder could take the key, release it and have
+// its row deleted while this statement waits, and this statement would then
+// insert a token smaller than the one just used. With rows kept, the INSERT
+// branch only ever succeeds for a key that has had no row at all, and every
+// later grant takes the UPDATE branch, which draws its token under the row
+// lock.
+const (
+	// cur sees a live row in the statement's snapshot without locking it;
+	// only when there is none does the INSERT run, and ON CONFLICT then
+	// re-checks the expiry on the latest row version under its row lock.
+	acquireSQL = `WITH cur AS (
+	SELECT holder, expires_at FROM %[1]s WHERE key = $1 AND expires_at > now()
+), ins AS (
+	INSERT INTO %[1]s AS l (key, owner, holder, token, expires_at)
+	SELECT $1, $2, $3, nextval(%[2]s), now() + $4::bigint * interval '1 microsecond'
+	WHERE NOT EXISTS (SELECT FROM cur)
+	ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, holder = excluded.holder,
+		token = nextval(%[2]s), expires_at = excluded.expires_at
+	WHERE l.expires_at <= now()
+	RETURNING token
+)
+SELECT coalesce((SELECT token FROM ins), 0),
+	coalesce((SELECT holder FROM cur), ''),
+	coalesce((SELECT (extract(epoch FROM expires_at - now()) * 1e6)::bigint FROM cur), 0)`
+
+	refreshSQL = `UPDATE %[1]s SET expires_at = now() + $3::bigint * interval '1 microsecond'
+WHERE key = $1 AND owner = $2 AND expires_at > now()`
+
+	// The notification is sent only when the release commits.
+	releaseSQL = `WITH r AS (
+	UPDATE %[1]s SET owner = '', holder = '', expires_at = '-infinity'
+	WHERE key = $1 AND owner = $2 AND expires_at > now()
+	RETURNING key
+)
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM (SELECT pg_notify($3, key) FROM r) n)`
+)
+
+// backend implements lock.Backend and lock.Notifier.
+type backend struct {
+	c          client
+	n          names
+	l          *listener
+	acquireSQL string
+	refreshSQL string
+	releaseSQL string
+}
+
+var (
+	_ lock.Backend  = (*backend)(nil)
+	_ lock.Notifier = (*backend)(nil)
+)
+
+func (b *backend) Capabilities() lock.Capabilities {
+	return lock.Capabilities{
+		Name:         "postgres",
+		TTL:          true,
+		Fencing:      true,
+		CrossProcess: true,
+		Notify:       true,
+	}
+}
+
+func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
+
+func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	var token, remaining int64
+	var holder string
+	sent := time.Now()
+	err := b.c.queryRow(ctx, b.acquireSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds()).
+		Scan(&token, &holder, &remaining)
+	if err != nil {
+		return lock.Grant{}, fmt.Errorf("pglock: acquire: %w", err)
+	}
+	if token == 0 {
+		he := &lock.HeldError{Key: req.Key, Holder: holder}
+		if remaining > 0 {
+			he.ExpiresAt = sent.Add(time.Duration(remaining) * time.Microsecond)
+		}
+		return lock.Grant{}, he
+	}
+	return lock.Grant{Token: lock.Token(token)}, nil
+}
+
+func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
+	n, err := b.c.exec(ctx, b.refreshSQL, req.Key, req.Owner.String(), req.TTL.Microseconds())
+	if err != nil {
+		return fmt.Errorf("pglock: refresh: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("pglock: refresh %q: %w", req.Key, lock.ErrNotHeld)
+	}
+	return nil
+}
+
+func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	var released, notified int64
+	err := b.c.queryRow(ctx, b.releaseSQL, req.Key, req.Owner.String(), b.n.channel).Scan(&released, &notified)
+	if err != nil {
+		return fmt.Errorf("pglock: release: %w", err)
+	}
+	if released == 0 {
+		return fmt.Errorf("pglock: release %q: %w", req.Key, lock.ErrNotHeld)
+	}
+	return nil
+}
+
+func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription, error) {
+	return b.l.subscribe(ctx, key)
+}
+
+func (b *backend) Close() error {
+	b.l.close()
+	return nil
+}
+
+// client is what the backend needs from pgx or database/sql.
+type client interface {
+	queryRow(ctx context.Context, sql string, args ...any) row
+	exec(ctx context.Context, sql string, args ...any) (int64, error)
+	// listen runs fn on a connection of its own; the connection is closed
+	// (never returned to a pool) after fn returns.
+	listen(ctx context.Context, fn func(*pgx.Conn) error) error
+}
+
+type row interface{ Scan(dest ...any) error }
+
+type poolClient struct{ p *pgxpool.Pool }
+
+func (c poolClient) queryRow(ctx context.Context, sql string, args ...any) row {
+	return c.p.QueryRow(ctx, sql, args...)
+}
+
+func (c poolClient) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	tag, err := c.p.Exec(ctx, sql, args...)
+	return tag.RowsAffected(), err
+}
+
+func (c poolClient) listen(ctx context.Context, fn func(*pgx.Conn) error) error {
+	pc, err := c.p.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	return fn(conn)
+}
+
+type dbClient struct{ db *sql.DB }
+
+func (c dbClient) queryRow(ctx context.Context, sql string, args ...any) row {
+	return c.db.QueryRowContext(ctx, sql, args...)
+}
+
+func (c dbClient) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	res, err := c.db.ExecContext(ctx, sql, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+
+func (c dbClient) listen(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var ferr error
+	err = conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			ferr = fmt.Errorf("pglock: driver connection %T is not pgx's", dc)
+		} else {
+			ferr = fn(sc.Conn())
+		}
+		// Make database/sql close the connection rather than return it,
+		// still LISTENing, to the pool.
+		return driver.ErrBadConn
+	})
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
