@@ -1,0 +1,194 @@
+package redislock
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/haita/haita/internal/redisslot"
+	"github.com/haita/haita/lock"
+)
+
+// Client is the part of go-redis a Locker uses: scripts, and pub/sub for
+// waking waiters. *redis.Client, *redis.ClusterClient, *redis.Ring and
+// every redis.UniversalClient satisfy it.
+type Client interface {
+	redis.Scripter
+	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+}
+
+var _ Client = redis.UniversalClient(nil)
+
+// Options configure [New]. The zero value selects every default.
+type Options struct {
+	// Options are the lock options every backend takes. The default TTL is
+	// 30s and the fallback poll while waiting is 1s.
+	lock.Options
+
+	// Prefix is prepended to every lock key to form the Redis key. The
+	// default is none: the Redis key is the lock key, as redsync,
+	// node-redlock and redis-py name it.
+	Prefix string
+}
+
+// DefaultTTL is the TTL of a lease when Options.TTL is zero.
+const DefaultTTL = 30 * time.Second
+
+// maxHandoffs bounds how many times in a row a release hands a key straight
+// to a waiter of the same Locker. After that a release frees the key and
+// publishes, so that waiters in other processes get a chance.
+const maxHandoffs = 8
+
+var (
+	//go:embed acquire.lua
+	acquireLua    string
+	acquireScript = redis.NewScript(acquireLua)
+	//go:embed release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
+	//go:embed refresh.lua
+	refreshLua    string
+	refreshScript = redis.NewScript(refreshLua)
+)
+
+// New returns a [lock.Locker] on one Redis deployment reached through c: a
+// single server, Sentinel or Cluster. The Locker does not close c. It returns
+// an error matching [lock.ErrInvalidOptions] for invalid opts.
+//
+// The Locker keeps one pub/sub connection, opened when a first Acquire has
+// to wait, shared by all its waiters; Close closes it.
+func New(c Client, opts Options) (lock.Locker, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: redislock: nil client", lock.ErrInvalidOptions)
+	}
+	b := &backend{c: c, prefix: opts.Prefix}
+	b.hub = newHub(c, b.releaseOrphan)
+	return lock.New(b, opts.Options)
+}
+
+// backend implements lock.Backend and lock.Notifier on Redis.
+type backend struct {
+	c      Client
+	prefix string
+	hub    *hub
+}
+
+var (
+	_ lock.Backend  = (*backend)(nil)
+	_ lock.Notifier = (*backend)(nil)
+)
+
+func (b *backend) Capabilities() lock.Capabilities {
+	return lock.Capabilities{
+		Name:          "redis",
+		TTL:           true,
+		Fencing:       true,
+		FIFO:          false,
+		LossDetection: true,  // refresh compares the owner and reports the key gone
+		FailoverSafe:  false, // replication is asynchronous: a failover can lose a grant
+		CrossProcess:  true,
+		Notify:        true,
+	}
+}
+
+func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
+
+func (b *backend) Close() error { return b.hub.close() }
+
+// keys returns the Redis key of a lock key and the fencing counter in its
+// hash slot.
+func (b *backend) keys(key string) []string {
+	k := b.prefix + key
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+}
+
+func channel(redisKey string) string { return "haita:released:" + redisKey }
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	redisKey := b.prefix + req.Key
+	switch g, verdict := b.hub.gate(ctx, redisKey, req); verdict {
+	case handedOver:
+		return g, nil
+	case queued:
+		return lock.Grant{}, &lock.HeldError{Key: req.Key}
+	}
+	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
+	switch {
+	case err != nil:
+		return lock.Grant{}, err
+	case n > 0:
+		return lock.Grant{Token: lock.Token(n)}, nil
+	case n == -1:
+		return lock.Grant{}, &lock.HeldError{Key: req.Key}
+	default:
+		pttl := time.Duration(-2-n) * time.Millisecond
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: time.Now().Add(pttl)}
+	}
+}
+
+func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
+	n, err := refreshScript.Run(ctx, b.c, b.keys(req.Key)[:1], req.Owner.String(), ms(req.TTL)).Int64()
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return lock.ErrNotHeld
+	}
+	return nil
+}
+
+// Release frees the key, or hands it straight to the first local waiter
+// that has made itself known: one round trip, and the waiter needs none.
+func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	redisKey := b.prefix + req.Key
+	next, nextReq := b.hub.pickHandoff(redisKey)
+	nextOwner, nextTTL := "", "0"
+	if next != nil {
+		nextOwner, nextTTL = nextReq.Owner.String(), ms(nextReq.TTL)
+	}
+	sent := time.Now()
+	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL).Int64()
+	if next == nil {
+		switch {
+		case err != nil:
+			return err
+		case n < 0:
+			return lock.ErrNotHeld
+		}
+		return nil
+	}
+	if err == nil && n > 0 {
+		b.hub.handed(next, nextReq, lock.Grant{Token: lock.Token(n)}, sent)
+		return nil
+	}
+	if err != nil {
+		// The key may have gone to next: take it back for it.
+		b.releaseOrphan(nextReq)
+	}
+	b.hub.notHanded(next)
+	if err != nil {
+		return err
+	}
+	return lock.ErrNotHeld
+}
+
+// releaseOrphan frees a key handed to a waiter that has left, with a fresh
+// context: the caller's may be why the waiter left.
+func (b *backend) releaseOrphan(req lock.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	redisKey := b.prefix + req.Key
+	_ = releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), "", "0").Err()
+}
+
+// Subscribe implements lock.Notifier on the Locker's shared pub/sub
+// connection. The subscription is confirmed by Redis before it returns.
+func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription, error) {
+	return b.hub.subscribe(ctx, b.prefix+key)
+}
