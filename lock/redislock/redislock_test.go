@@ -203,7 +203,9 @@ func TestSharedSubscription(t *testing.T) {
 			})
 		}
 	}
-	waitFor(t, func() bool { return c.PubSubNumSub(ctx, "haita:released:shared-9").Val()["haita:released:shared-9"] == 1 })
+	waitFor(t, func() bool {
+		return c.PubSubNumSub(ctx, "haita:released:shared-9").Val()["haita:released:shared-9"] == 1
+	})
 	waitFor(t, func() bool { return len(c.PubSubChannels(ctx, "haita:released:shared-*").Val()) == keys })
 	if n := pubsubClients(t, c); n != 1 {
 		t.Errorf("%d pub/sub connections for %d waiters, want 1", n, keys*perKey)

@@ -1,0 +1,307 @@
+package redlock
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/haita/haita/internal/redisslot"
+	"github.com/haita/haita/lock"
+)
+
+// Options configure [New]. The zero value selects every default.
+type Options struct {
+	// Options are the lock options every backend takes. The default TTL is
+	// 30s; waiting polls every 50ms (jittered), or sooner when the holder's
+	// lease ends sooner.
+	lock.Options
+
+	// Prefix is prepended to every lock key to form the Redis key. The
+	// default is none, as redsync names its keys.
+	Prefix string
+}
+
+// DefaultTTL is the TTL of a lease when Options.TTL is zero.
+const DefaultTTL = 30 * time.Second
+
+var (
+	//go:embed acquire.lua
+	acquireLua    string
+	acquireScript = redis.NewScript(acquireLua)
+	//go:embed raise.lua
+	raiseLua    string
+	raiseScript = redis.NewScript(raiseLua)
+	//go:embed release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
+	//go:embed refresh.lua
+	refreshLua    string
+	refreshScript = redis.NewScript(refreshLua)
+)
+
+// New returns a [lock.Locker] over the independent Redis masters reached
+// through clients (each a *redis.Client, usually one per instance; not
+// replicas of each other). A lease needs a majority, len(clients)/2+1, of
+// them. The Locker does not close the clients. New returns an error matching
+// [lock.ErrInvalidOptions] when clients is empty or holds a nil client, or
+// for invalid opts.
+func New(clients []redis.Scripter, opts Options) (lock.Locker, error) {
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("%w: redlock: no clients", lock.ErrInvalidOptions)
+	}
+	if slices.Contains(clients, nil) {
+		return nil, fmt.Errorf("%w: redlock: nil client", lock.ErrInvalidOptions)
+	}
+	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: opts.Prefix}
+	return lock.New(b, opts.Options)
+}
+
+type backend struct {
+	clients []redis.Scripter
+	quorum  int
+	prefix  string
+}
+
+var _ lock.Backend = (*backend)(nil)
+
+func (b *backend) Capabilities() lock.Capabilities {
+	return lock.Capabilities{
+		Name:          "redlock",
+		TTL:           true,
+		Fencing:       true,
+		FIFO:          false,
+		LossDetection: true, // refresh compares the owner on a majority
+		FailoverSafe:  true, // a minority of instances may fail (see the package doc for restarts)
+		CrossProcess:  true,
+		Notify:        false,
+	}
+}
+
+func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
+func (b *backend) Close() error              { return nil }
+
+func (b *backend) keys(key string) []string {
+	k := b.prefix + key
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// reply is one instance's answer.
+type reply struct {
+	n   int64
+	err error
+}
+
+// fanOut runs f on every instance in parallel (the last one on the calling
+// goroutine) and returns the replies in the order of b.clients.
+func (b *backend) fanOut(idx []int, f func(c redis.Scripter) (int64, error)) []reply {
+	out := make([]reply, len(idx))
+	var wg sync.WaitGroup
+	for j, i := range idx[:len(idx)-1] {
+		wg.Go(func() { out[j].n, out[j].err = f(b.clients[i]) })
+	}
+	last := len(idx) - 1
+	out[last].n, out[last].err = f(b.clients[idx[last]])
+	wg.Wait()
+	return out
+}
+
+func (b *backend) all() []int {
+	idx := make([]int, len(b.clients))
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// drift is the clock-drift allowance of the Redlock algorithm: 1% of the
+// TTL plus 2ms.
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+// Try takes the key on all instances at once. It succeeds when a majority
+// granted it within the validity time, after writing the token — the
+// greatest of their counters — back to those behind it. Otherwise it
+// releases the key everywhere and reports why: a *lock.HeldError when the
+// key is held, an error naming the failures when instances did not answer.
+func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	start := time.Now()
+	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	actx, cancel := context.WithTimeout(ctx, req.TTL)
+	defer cancel()
+	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
+		return acquireScript.Run(actx, c, keys, owner, ttl).Int64()
+	})
+	var granted []int
+	var token int64
+	var pttls []time.Duration
+	var errs []error
+	for i, r := range replies {
+		switch {
+		case r.err != nil:
+			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
+		case r.n > 0:
+			granted = append(granted, i)
+			token = max(token, r.n)
+		case r.n == -1:
+			pttls = append(pttls, -1)
+		default:
+			pttls = append(pttls, time.Duration(-2-r.n)*time.Millisecond)
+		}
+	}
+	why := ""
+	if len(granted) >= b.quorum {
+		// Write the token back to the quorum members whose counter is
+		// behind, so that any later majority meets one that remembers it.
+		var behind []int
+		for _, i := range granted {
+			if replies[i].n < token {
+				behind = append(behind, i)
+			}
+		}
+		ok := len(granted) - len(behind)
+		if len(behind) > 0 {
+			for j, r := range b.fanOut(behind, func(c redis.Scripter) (int64, error) {
+				return raiseScript.Run(actx, c, keys[1:], token).Int64()
+			}) {
+				if r.err == nil && r.n >= token {
+					ok++
+				} else if r.err != nil {
+					errs = append(errs, fmt.Errorf("instance %d: write-back: %w", behind[j], r.err))
+				}
+			}
+		}
+		validity := req.TTL - time.Since(start)
+		switch {
+		case ok < b.quorum:
+			why = fmt.Sprintf("the token was written back to %d instances, fewer than the quorum of %d", ok, b.quorum)
+		case validity <= drift(req.TTL):
+			why = fmt.Sprintf("the quorum took %v of the TTL %v", time.Since(start).Round(time.Millisecond), req.TTL)
+		default:
+			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
+		}
+	}
+	if len(granted) > 0 || len(errs) > 0 {
+		b.releaseAll(req)
+	}
+	if why == "" && len(granted)+len(errs) < b.quorum {
+		// Held on so many instances that answering ones could not change it.
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: b.freeAt(pttls, len(granted)+len(errs))}
+	}
+	if why == "" {
+		why = fmt.Sprintf("%d of %d instances granted, %d hold it for another owner, %d failed", len(granted), len(b.clients), len(pttls), len(errs))
+	}
+	return lock.Grant{}, &QuorumError{Op: "acquire", Key: req.Key, Reason: why, Errs: errs}
+}
+
+// freeAt estimates when enough holders' leases end for a quorum: the
+// moment the (quorum-free)-th shortest remaining lease ends.
+func (b *backend) freeAt(pttls []time.Duration, free int) time.Time {
+	need := b.quorum - free
+	if need <= 0 || need > len(pttls) {
+		return time.Time{}
+	}
+	slices.Sort(pttls)
+	d := pttls[need-1]
+	if pttls[0] < 0 || d < 0 {
+		return time.Time{} // some hold it without expiry
+	}
+	return time.Now().Add(d)
+}
+
+// releaseAll releases req on every instance with a fresh context: it runs
+// when an acquire failed, perhaps because the caller's context ended.
+func (b *backend) releaseAll(req lock.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.release(ctx, req)
+}
+
+func (b *backend) release(ctx context.Context, req lock.Request) []reply {
+	keys, owner := b.keys(req.Key), req.Owner.String()
+	return b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
+		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token)).Int64()
+	})
+}
+
+// Release deletes the key on every instance that req's owner holds it on,
+// and writes the token back to every instance's counter. It returns nil when
+// one instance at least released it, lock.ErrNotHeld when a majority
+// answered that the owner held it nowhere.
+func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	var released, notHeld int
+	var errs []error
+	for i, r := range b.release(ctx, req) {
+		switch {
+		case r.err != nil:
+			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
+		case r.n == 1:
+			released++
+		default:
+			notHeld++
+		}
+	}
+	switch {
+	case released > 0:
+		return nil
+	case notHeld >= b.quorum:
+		return lock.ErrNotHeld
+	}
+	return &QuorumError{Op: "release", Key: req.Key, Reason: fmt.Sprintf("%d instances answered, fewer than the quorum of %d", notHeld, b.quorum), Errs: errs}
+}
+
+// Refresh extends the lease on every instance the owner holds it on; it
+// succeeds when a majority extended it.
+func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
+	keys, owner, ttl := b.keys(req.Key)[:1], req.Owner.String(), ms(req.TTL)
+	var extended, notHeld int
+	var errs []error
+	for i, r := range b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
+		return refreshScript.Run(ctx, c, keys, owner, ttl).Int64()
+	}) {
+		switch {
+		case r.err != nil:
+			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
+		case r.n == 1:
+			extended++
+		default:
+			notHeld++
+		}
+	}
+	switch {
+	case extended >= b.quorum:
+		return nil
+	case notHeld > len(b.clients)-b.quorum:
+		return lock.ErrNotHeld
+	}
+	return &QuorumError{Op: "refresh", Key: req.Key, Reason: fmt.Sprintf("%d instances extended it, fewer than the quorum of %d", extended, b.quorum), Errs: errs}
+}
+
+// QuorumError reports an operation that did not reach a majority of the
+// instances, and why. A Locker wraps it in a *lock.IndeterminateError (it
+// matches lock.ErrIndeterminate); errors.As finds it there.
+type QuorumError struct {
+	Op     string // "acquire", "refresh" or "release"
+	Key    string
+	Reason string
+	Errs   []error // the instances' errors, if any
+}
+
+func (e *QuorumError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "redlock: %s %q: no quorum: %s", e.Op, e.Key, e.Reason)
+	for _, err := range e.Errs {
+		fmt.Fprintf(&b, "; %v", err)
+	}
+	return b.String()
+}
+
+// Unwrap returns the instances' errors.
+func (e *QuorumError) Unwrap() []error { return e.Errs }
