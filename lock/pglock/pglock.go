@@ -350,7 +350,6 @@ func (c dbClient) exec(ctx context.Context, sql string, args ...any) (int64, err
 	return res.RowsAffected()
 }
 
-
 func (c dbClient) listen(ctx context.Context, fn func(*pgx.Conn) error) error {
 	conn, err := c.db.Conn(ctx)
 	if err != nil {

@@ -1,0 +1,53 @@
+// Package etcdlock implements [lock.Locker] on etcd, the Raft-replicated
+// key-value store: a lock survives the loss of a minority of members.
+//
+// # Keys, leases and tokens
+//
+// Every holder and every waiter of lock key k owns one etcd key,
+// Prefix + k + "\x00" + owner, created only if absent (a transaction on its
+// create revision) and bound to an etcd lease of its own. The queue of k is
+// the set of those keys ordered by create revision: the first is the holder.
+// The create revision is the fencing token; holders are granted in queue
+// order, so tokens strictly increase. NUL separates the lock key from the
+// owner because NUL cannot occur in a lock key, so the queue of "a" never
+// contains the keys of "a/b".
+//
+// Every lease gets an etcd lease of its own rather than sharing one session
+// lease per client: two leases of one client are then different keys with
+// different lifetimes and always exclude each other (two
+// concurrency.Mutex on one prefix from one Session do not: they write the
+// same key), refreshing or losing one never touches another, and Release is
+// a single Revoke that deletes the key. The cost, an extra Raft round to
+// grant each lease, is kept off the acquire path: each Locker grants the
+// next lease in the background while the current one is used (only while
+// acquires come faster than a quarter TTL apart; an unused spare is
+// revoked).
+//
+// # Waiting
+//
+// A waiter watches only its predecessor (the key just ahead of it in the
+// queue), not the whole prefix, so a release wakes exactly one waiter. Its
+// watch starts at the current revision, which etcd serves from its "synced"
+// watcher group as events happen; a watch that starts at a past revision
+// lands in the "unsynced" group, which etcd serves from a loop every 100ms —
+// the delay that makes concurrency.Mutex hand a hot key over only about
+// ten times a second. A delete before the watch began is caught by reading
+// the predecessor again once the watch is in place. A waiter that finds its
+// predecessor was the only key ahead of it takes the lock on that
+// predecessor's delete event without another read. Waiting leases are kept
+// alive with KeepAliveOnce every TTL/3.
+//
+// TryAcquire creates its key and succeeds only if the key is first;
+// otherwise it revokes its lease (deleting the key) and returns a
+// *lock.HeldError naming the holder.
+//
+// # Expiry
+//
+// etcd lease TTLs are whole seconds: Options.TTL must be a whole number of
+// seconds, at least 1s; the server raises it to its own minimum (2s with the
+// default election timeout). Refresh is one KeepAliveOnce; auto-refresh is
+// the lock core's (lock.Options.AutoRefresh) rather than etcd's KeepAlive
+// stream, so that a failed refresh ends the lease on the same local
+// deadline as every other backend. A lease's Done channel closes on the
+// client's monotonic clock before the etcd lease can expire.
+package etcdlock

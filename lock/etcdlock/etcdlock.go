@@ -1,0 +1,437 @@
+package etcdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haita/haita/lock"
+)
+
+// DefaultPrefix is the key prefix used when Options.Prefix is empty.
+const DefaultPrefix = "haita/lock/"
+
+// DefaultTTL is the lease TTL used when Options.TTL is zero.
+const DefaultTTL = 30 * time.Second
+
+// Client is what a Locker needs from etcd: *clientv3.Client satisfies it.
+// Tests may wrap one to inject faults.
+type Client interface {
+	clientv3.KV
+	clientv3.Lease
+	clientv3.Watcher
+}
+
+// Options configure an etcd [lock.Locker]. The zero value is valid.
+type Options struct {
+	// Options are the backend-independent options; see [lock.Options].
+	// TTL must be a whole number of seconds (etcd leases count in seconds)
+	// of at least one second; the server raises a TTL below its minimum
+	// (1.5 election timeouts, rounded up: 2s with etcd's defaults) to that
+	// minimum, which only makes a lost holder's key free later: the lease's
+	// local deadline still follows TTL.
+	lock.Options
+
+	// Prefix is prepended to every key; each lock key k occupies the keys
+	// Prefix + k + "\x00" + owner, one per holder or waiter. Zero selects
+	// [DefaultPrefix]. It must be valid UTF-8 without NUL bytes.
+	Prefix string
+}
+
+// New returns a Locker whose leases are keys in etcd bound to etcd leases.
+// The Locker is safe for concurrent use. The caller must Close it; Close
+// does not close cli. It returns an error matching [lock.ErrInvalidOptions]
+// for a nil cli or invalid opts (see [Options] for the TTL's rules).
+func New(cli Client, opts Options) (lock.Locker, error) {
+	if cli == nil {
+		return nil, fmt.Errorf("%w: etcdlock: nil client", lock.ErrInvalidOptions)
+	}
+	if opts.TTL != 0 && (opts.TTL < time.Second || opts.TTL%time.Second != 0) {
+		return nil, fmt.Errorf("%w: etcdlock: TTL %v is not a whole number of seconds of at least 1s", lock.ErrInvalidOptions, opts.TTL)
+	}
+	if strings.IndexByte(opts.Prefix, 0) >= 0 || !utf8.ValidString(opts.Prefix) {
+		return nil, fmt.Errorf("%w: etcdlock: Prefix must be valid UTF-8 without NUL bytes", lock.ErrInvalidOptions)
+	}
+	b := &backend{cli: cli, prefix: opts.Prefix, leases: make(map[lock.Owner]clientv3.LeaseID)}
+	if b.prefix == "" {
+		b.prefix = DefaultPrefix
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	l, err := lock.New(b, opts.Options)
+	if err != nil {
+		b.cancel()
+		return nil, err
+	}
+	return l, nil
+}
+
+// backend implements lock.Backend and lock.Queuer.
+type backend struct {
+	cli    Client
+	prefix string
+	ctx    context.Context // ends with Close: background grants
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	leases  map[lock.Owner]clientv3.LeaseID // granted, not yet released
+	spare   *spare                          // a lease granted ahead of need
+	filling bool                            // a spare is being granted
+	closed  bool
+}
+
+// spare is an etcd lease granted before an acquire needs it, so that the
+// grant's Raft round runs beside the previous lock's work instead of in
+// front of the next acquire.
+type spare struct {
+	id   clientv3.LeaseID
+	ttl  time.Duration
+	sent time.Time // when its grant (or last keep-alive) was sent
+}
+
+var (
+	_ lock.Backend = (*backend)(nil)
+	_ lock.Queuer  = (*backend)(nil)
+)
+
+func (b *backend) Capabilities() lock.Capabilities {
+	return lock.Capabilities{
+		Name:         "etcd",
+		TTL:          true,
+		Fencing:      true,
+		FIFO:         true,
+		FailoverSafe: true,
+		CrossProcess: true,
+		Notify:       true,
+	}
+}
+
+func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
+
+// queue is the prefix of every holder's and waiter's key for lock key k:
+// NUL cannot occur in a lock key, so no other key's queue shares it.
+func (b *backend) queue(key string) string { return b.prefix + key + "\x00" }
+
+func (b *backend) member(req lock.Request) string { return b.queue(req.Key) + req.Owner.String() }
+
+// enqueue binds a lease to req.Owner and creates its key in the queue. It
+// returns the key's create revision, the head of the queue, and when the
+// lease's TTL started.
+func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, head *mvccpb.KeyValue, leaseSent time.Time, err error) {
+	id, leaseSent, err := b.lease(ctx, req)
+	if err != nil {
+		return 0, nil, time.Time{}, err
+	}
+	me := b.member(req)
+	resp, err := b.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(me), "=", 0)).
+		Then(clientv3.OpPut(me, req.Holder, clientv3.WithLease(id)),
+			clientv3.OpGet(b.queue(req.Key), clientv3.WithFirstCreate()...)).
+		Commit()
+	if err != nil {
+		return 0, nil, time.Time{}, err
+	}
+	if !resp.Succeeded {
+		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
+	}
+	rev = resp.Header.Revision
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q vanished in its own transaction", me)
+	}
+	return rev, kvs[0], leaseSent, nil
+}
+
+func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	sent := time.Now()
+	rev, head, leaseSent, err := b.enqueue(ctx, req)
+	if err != nil {
+		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
+	}
+	if head.CreateRevision != rev {
+		// Leave the queue at once: a TryAcquire must not hold a place.
+		if err := b.Release(ctx, req); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+			return lock.Grant{}, fmt.Errorf("etcdlock: acquire: leaving the queue: %w", err)
+		}
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, Holder: string(head.Value)}
+	}
+	return lock.Grant{Token: lock.Token(rev), Validity: leaseSent.Add(req.TTL).Sub(sent)}, nil
+}
+
+// Wait queues for req.Key: it creates its key and watches only its
+// predecessor's (the key with the greatest create revision below its own)
+// until it is first. Watches start at the current revision, so etcd serves
+// them from its synced group as events happen; a delete that happened
+// before the watch began is caught by reading the predecessor again once
+// the watch is in place.
+func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	start := time.Now()
+	g, err := b.wait(ctx, req, start)
+	if err != nil {
+		// Leave the queue, or give back a grant that raced with the end of
+		// ctx, with a context of our own: ctx may be why we stopped.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Release(cctx, req)
+		if ctx.Err() != nil {
+			return lock.Grant{}, ctx.Err()
+		}
+		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
+	}
+	return g, nil
+}
+
+func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (lock.Grant, error) {
+	rev, head, renewed, err := b.enqueue(ctx, req)
+	if err != nil {
+		return lock.Grant{}, err
+	}
+	granted := func() (lock.Grant, error) {
+		if err := ctx.Err(); err != nil {
+			return lock.Grant{}, err
+		}
+		// Counted from Wait's start, which is after the Locker's: an
+		// earlier deadline than the server's.
+		return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
+	}
+	if head.CreateRevision == rev {
+		return granted()
+	}
+	id := b.leaseOf(req.Owner)
+	keepAlive := time.NewTicker(req.TTL / 3)
+	defer keepAlive.Stop()
+
+	var (
+		watched string // the predecessor being watched
+		wch     clientv3.WatchChan
+		stop    context.CancelFunc = func() {}
+	)
+	defer func() { stop() }()
+	for {
+		resp, err := b.cli.Get(ctx, b.queue(req.Key), append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+		if err != nil {
+			return lock.Grant{}, err
+		}
+		if len(resp.Kvs) == 0 {
+			return granted()
+		}
+		pred := string(resp.Kvs[0].Key)
+		// Without More, pred is the only key ahead: once it is gone this
+		// waiter is first, as no key created later can get ahead of it.
+		only := !resp.More
+		if pred != watched {
+			stop()
+			wch, stop = b.watch(ctx, pred)
+			watched = pred
+			if err := b.awaitCreated(ctx, wch); err != nil {
+				return lock.Grant{}, err
+			}
+			continue // read pred again: it may have gone before the watch began
+		}
+	events:
+		for {
+			select {
+			case <-ctx.Done():
+				return lock.Grant{}, ctx.Err()
+			case <-keepAlive.C:
+				sent := time.Now()
+				_, err := b.cli.KeepAliveOnce(ctx, id)
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					return lock.Grant{}, fmt.Errorf("the waiting lease expired: %w", err)
+				}
+				if err == nil {
+					renewed = sent
+				}
+				// Another error (a member down) is retried at the next
+				// tick. Read the queue again as well: the watch resumes
+				// after a broken connection, but cheap insurance.
+				break events
+			case wr, ok := <-wch:
+				if !ok || wr.Err() != nil {
+					watched = "" // watch broken: start another
+					break events
+				}
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						if only {
+							return granted()
+						}
+						watched = ""
+						break events
+					}
+				}
+			}
+		}
+	}
+}
+
+// watch watches key's deletion from the current revision; the caller must
+// call stop.
+func (b *backend) watch(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
+	wctx, stop := context.WithCancel(ctx)
+	return b.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), stop
+}
+
+// awaitCreated waits for a watch's created notification.
+func (b *backend) awaitCreated(ctx context.Context, wch clientv3.WatchChan) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case wr, ok := <-wch:
+		if !ok {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errors.New("watch closed before it was created")
+		}
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		return nil
+	}
+}
+
+func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
+	id := b.leaseOf(req.Owner)
+	if id == clientv3.NoLease {
+		return fmt.Errorf("etcdlock: refresh %q: %w", req.Key, lock.ErrNotHeld)
+	}
+	_, err := b.cli.KeepAliveOnce(ctx, id)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("etcdlock: refresh %q: %w (lease expired)", req.Key, lock.ErrNotHeld)
+	}
+	if err != nil {
+		return fmt.Errorf("etcdlock: refresh: %w", err)
+	}
+	return nil
+}
+
+// Release revokes the lease, which deletes the key and so wakes the next
+// waiter's watch.
+func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	id := b.leaseOf(req.Owner)
+	if id == clientv3.NoLease {
+		return fmt.Errorf("etcdlock: release %q: %w", req.Key, lock.ErrNotHeld)
+	}
+	_, err := b.cli.Revoke(ctx, id)
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("etcdlock: release: %w", err)
+	}
+	b.mu.Lock()
+	delete(b.leases, req.Owner)
+	b.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("etcdlock: release %q: %w (lease expired)", req.Key, lock.ErrNotHeld)
+	}
+	return nil
+}
+
+func (b *backend) leaseOf(o lock.Owner) clientv3.LeaseID {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.leases[o]
+}
+
+// lease binds an etcd lease of req.TTL to req.Owner: the spare if it is
+// fresh (its TTL started less than a quarter TTL ago), else a new grant. It
+// returns when the lease's TTL started.
+func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID, time.Time, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, time.Time{}, lock.ErrClosed
+	}
+	sp := b.spare
+	b.spare = nil
+	fresh := sp != nil && sp.ttl == req.TTL && time.Since(sp.sent) < req.TTL/4
+	if fresh {
+		b.leases[req.Owner] = sp.id
+	}
+	b.mu.Unlock()
+	if fresh {
+		b.refill(req.TTL)
+		return sp.id, sp.sent, nil
+	}
+	if sp != nil {
+		b.revokeLater(sp.id)
+	}
+	sent := time.Now()
+	resp, err := b.cli.Grant(ctx, int64(req.TTL/time.Second))
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	b.mu.Lock()
+	b.leases[req.Owner] = resp.ID
+	b.mu.Unlock()
+	if sp == nil {
+		// Only a Locker in steady use keeps a spare: a stale one means
+		// acquires are rarer than a quarter TTL, and a spare would mostly
+		// expire unused.
+		b.refill(req.TTL)
+	}
+	return resp.ID, sent, nil
+}
+
+// refill grants a spare lease in the background unless one exists or is on
+// its way.
+func (b *backend) refill(ttl time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.filling || b.spare != nil {
+		return
+	}
+	b.filling = true
+	b.wg.Go(func() {
+		sent := time.Now()
+		resp, err := b.cli.Grant(b.ctx, int64(ttl/time.Second))
+		b.mu.Lock()
+		b.filling = false
+		keep := err == nil && !b.closed && b.spare == nil
+		if keep {
+			b.spare = &spare{id: resp.ID, ttl: ttl, sent: sent}
+		}
+		b.mu.Unlock()
+		if err == nil && !keep {
+			b.revoke(resp.ID)
+		}
+	})
+}
+
+func (b *backend) revokeLater(id clientv3.LeaseID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.wg.Go(func() { b.revoke(id) })
+}
+
+// revoke revokes a lease nobody holds; failure is harmless, the lease
+// expires.
+func (b *backend) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = b.cli.Revoke(ctx, id)
+}
+
+func (b *backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	sp := b.spare
+	b.spare = nil
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+	if sp != nil {
+		b.revoke(sp.id)
+	}
+	return nil
+}
