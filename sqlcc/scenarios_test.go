@@ -84,6 +84,23 @@ func TestLostUpdate(t *testing.T) {
 				return err
 			}},
 		}
+		// Counts the row-lock path's transaction attempts: waiting at the
+		// lock must make retries unnecessary. (Without the lock SQLite still
+		// gets the count right, by aborting with SQLITE_BUSY_SNAPSHOT and
+		// RunTx retrying; this count is what shows the lock at work there.)
+		var lockCalls atomic.Int64
+		methods[1].inc = func(ctx context.Context, id int64) error {
+			return sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+				lockCalls.Add(1)
+				var n int64
+				if err := sqlcc.LockRow(ctx, tx, tbl, id, sqlcc.LockOptions{}, []string{"n"}, &n); err != nil {
+					return err
+				}
+				widen()
+				_, err := tx.ExecContext(ctx, e.q("UPDATE counters SET n = ? WHERE id = ?"), n+1, id)
+				return err
+			})
+		}
 		for i, m := range methods {
 			t.Run(m.name, func(t *testing.T) {
 				ctx := t.Context()
@@ -130,6 +147,7 @@ func TestLostUpdate(t *testing.T) {
 				}
 
 				// Many workers, many increments.
+				lockCalls.Store(0)
 				id = int64(i + 1)
 				e.exec(t, "INSERT INTO counters (id, n) VALUES (?, 0)", id)
 				parallel(workers, func(w int) {
@@ -149,6 +167,9 @@ func TestLostUpdate(t *testing.T) {
 					}
 				} else if got != want {
 					t.Errorf("final %d, want %d (%d lost updates)", got, want, want-got)
+				}
+				if m.name == "row-lock" && lockCalls.Load() != want {
+					t.Errorf("%d transaction attempts for %d increments: the lock did not make callers wait", lockCalls.Load(), want)
 				}
 			})
 		}
