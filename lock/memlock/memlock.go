@@ -35,11 +35,25 @@ func New(opts lock.Options) (*Locker, error) {
 	return l, nil
 }
 
+// With returns a Locker with other options over the same keys: its leases
+// and l's exclude each other. Closing either leaves the other working.
+func (l *Locker) With(opts lock.Options) (*Locker, error) {
+	l.init()
+	w := &Locker{opts: opts, b: l.b}
+	w.init()
+	if w.err != nil {
+		return nil, w.err
+	}
+	return w, nil
+}
+
 func (l *Locker) init() {
 	l.once.Do(func() {
-		l.b = &backend{seed: maphash.MakeSeed()}
-		for i := range l.b.shards {
-			l.b.shards[i].m = make(map[string]*entry)
+		if l.b == nil {
+			l.b = &backend{seed: maphash.MakeSeed()}
+			for i := range l.b.shards {
+				l.b.shards[i].m = make(map[string]*entry)
+			}
 		}
 		l.core, l.err = lock.New(l.b, l.opts)
 	})
