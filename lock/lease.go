@@ -194,7 +194,9 @@ func (le *Lease) end(err error) error {
 	} else {
 		le.done = closedChan
 	}
-	le.l.opts.Metrics.held(le.l.caps.Name, time.Since(le.granted))
+	if le.l.opts.Metrics != nil {
+		le.l.opts.Metrics.held(le.l.caps.Name, time.Since(le.granted))
+	}
 	if errors.Is(err, ErrLost) {
 		le.l.opts.Metrics.leaseLost(le.l.caps.Name)
 	}

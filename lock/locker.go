@@ -86,7 +86,10 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock: acquire %q: %w", key, err)
 	}
-	start := time.Now()
+	var start time.Time
+	if l.timed() {
+		start = time.Now()
+	}
 	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
@@ -109,6 +112,10 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 // waitContext derives the context a waiting Acquire runs under: it ends with
 // the caller's context, the wait limit (cause ErrWaitLimit) or Close (cause
 // ErrClosed).
+// timed reports whether leases need clock readings: for a TTL or metrics.
+// Skipping them keeps the uncontended in-process path cheap.
+func (l *locker) timed() bool { return l.ttl > 0 || l.opts.Metrics != nil }
+
 func (l *locker) waitContext(ctx context.Context) (context.Context, func()) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(l.ctx, func() { cancel(ErrClosed) })
@@ -226,8 +233,11 @@ func (l *locker) cleanup(req Request) {
 }
 
 func (l *locker) grant(req Request, g Grant, sent, start time.Time) *Lease {
-	le := &Lease{l: l, req: req, token: g.Token, granted: time.Now()}
-	l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))
+	le := &Lease{l: l, req: req, token: g.Token}
+	if l.timed() {
+		le.granted = time.Now()
+		l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))
+	}
 	if req.TTL > 0 {
 		validity := g.Validity
 		if validity == 0 {

@@ -161,7 +161,10 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[req.Key]
-	now := time.Now()
+	var now time.Time
+	if e != nil || req.TTL > 0 {
+		now = time.Now()
+	}
 	if e != nil && !e.expired(now) {
 		return lock.Grant{}, held(req.Key, e, now)
 	}
@@ -303,7 +306,10 @@ func (b *backend) release(key string, owner lock.Owner) error {
 	if e == nil || e.owner != owner {
 		return lock.ErrNotHeld
 	}
-	now := time.Now()
+	var now time.Time
+	if !e.expires.IsZero() || len(e.waiters) > 0 {
+		now = time.Now()
+	}
 	if e.expired(now) {
 		// Expired: it is free already; pass it on, but this was no release.
 		s.handoff(key, e, &b.tokens, now)
