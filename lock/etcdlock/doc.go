@@ -34,12 +34,17 @@
 // ten times a second. A delete before the watch began is caught by reading
 // the predecessor again once the watch is in place. A waiter that finds its
 // predecessor was the only key ahead of it takes the lock on that
-// predecessor's delete event without another read. Waiting leases are kept
+// predecessor's delete event without another read. A waiter gives its place
+// up (revokes its lease) when its context ends or the wait limit passes. Waiting leases are kept
 // alive with KeepAliveOnce every TTL/3.
 //
-// TryAcquire creates its key and succeeds only if the key is first;
-// otherwise it revokes its lease (deleting the key) and returns a
-// *lock.HeldError naming the holder.
+// A first attempt (TryAcquire, and Acquire before it queues) creates its key
+// only if the queue is empty — one transaction comparing the create revision
+// of the whole prefix — so it never jumps the queue, never leaves a key
+// behind, and on failure returns a *lock.HeldError naming the head of the
+// queue. Queueing is a second transaction that creates the key and, reading
+// its own write, returns the predecessor; when the predecessor's watch
+// starts at that same revision no further read is needed.
 //
 // # Expiry
 //

@@ -123,47 +123,63 @@ func (b *backend) queue(key string) string { return b.prefix + key + "\x00" }
 func (b *backend) member(req lock.Request) string { return b.queue(req.Key) + req.Owner.String() }
 
 // enqueue binds a lease to req.Owner and creates its key in the queue. It
-// returns the key's create revision, the head of the queue, and when the
-// lease's TTL started.
-func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, head *mvccpb.KeyValue, leaseSent time.Time, err error) {
+// returns the key's create revision, its predecessor (nil when first),
+// whether that predecessor is the only key ahead, and when the lease's TTL
+// started.
+func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, pred *mvccpb.KeyValue, only bool, leaseSent time.Time, err error) {
 	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
-		return 0, nil, time.Time{}, err
+		return 0, nil, false, time.Time{}, err
 	}
 	me := b.member(req)
+	// In the transaction the read sees the put: the newest two keys are
+	// this one and its predecessor.
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(me), "=", 0)).
 		Then(clientv3.OpPut(me, req.Holder, clientv3.WithLease(id)),
-			clientv3.OpGet(b.queue(req.Key), clientv3.WithFirstCreate()...)).
+			clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(),
+				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))).
 		Commit()
 	if err != nil {
-		return 0, nil, time.Time{}, err
+		return 0, nil, false, time.Time{}, err
 	}
 	if !resp.Succeeded {
-		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
+		return 0, nil, false, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
 	}
 	rev = resp.Header.Revision
-	kvs := resp.Responses[1].GetResponseRange().Kvs
-	if len(kvs) == 0 {
-		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q vanished in its own transaction", me)
+	rr := resp.Responses[1].GetResponseRange()
+	if len(rr.Kvs) < 2 {
+		return rev, nil, false, leaseSent, nil
 	}
-	return rev, kvs[0], leaseSent, nil
+	return rev, rr.Kvs[1], !rr.More, leaseSent, nil
 }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	sent := time.Now()
-	rev, head, leaseSent, err := b.enqueue(ctx, req)
+	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
 		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
 	}
-	if head.CreateRevision != rev {
-		// Leave the queue at once: a TryAcquire must not hold a place.
-		if err := b.Release(ctx, req); err != nil && !errors.Is(err, lock.ErrNotHeld) {
-			return lock.Grant{}, fmt.Errorf("etcdlock: acquire: leaving the queue: %w", err)
-		}
-		return lock.Grant{}, &lock.HeldError{Key: req.Key, Holder: string(head.Value)}
+	// Create the key only if the queue is empty: a TryAcquire never takes
+	// a place in the queue, and a failed one writes nothing.
+	q := b.queue(req.Key)
+	resp, err := b.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(q), "=", 0).WithPrefix()).
+		Then(clientv3.OpPut(b.member(req), req.Holder, clientv3.WithLease(id))).
+		Else(clientv3.OpGet(q, clientv3.WithFirstCreate()...)).
+		Commit()
+	if err != nil {
+		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
 	}
-	return lock.Grant{Token: lock.Token(rev), Validity: leaseSent.Add(req.TTL).Sub(sent)}, nil
+	if !resp.Succeeded {
+		b.unbind(req.Owner, id, leaseSent, req.TTL)
+		he := &lock.HeldError{Key: req.Key}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			he.Holder = string(kvs[0].Value)
+		}
+		return lock.Grant{}, he
+	}
+	return lock.Grant{Token: lock.Token(resp.Header.Revision), Validity: leaseSent.Add(req.TTL).Sub(sent)}, nil
 }
 
 // Wait queues for req.Key: it creates its key and watches only its
@@ -190,7 +206,7 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 }
 
 func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (lock.Grant, error) {
-	rev, head, renewed, err := b.enqueue(ctx, req)
+	rev, predKV, only, renewed, err := b.enqueue(ctx, req)
 	if err != nil {
 		return lock.Grant{}, err
 	}
@@ -202,7 +218,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 		// earlier deadline than the server's.
 		return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
 	}
-	if head.CreateRevision == rev {
+	if predKV == nil {
 		return granted()
 	}
 	id := b.leaseOf(req.Owner)
@@ -215,26 +231,36 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 		stop    context.CancelFunc = func() {}
 	)
 	defer func() { stop() }()
+	pred, seenAt := string(predKV.Key), rev // pred existed at revision seenAt
 	for {
-		resp, err := b.cli.Get(ctx, b.queue(req.Key), append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
-		if err != nil {
-			return lock.Grant{}, err
+		if pred == "" {
+			resp, err := b.cli.Get(ctx, b.queue(req.Key), append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+			if err != nil {
+				return lock.Grant{}, err
+			}
+			if len(resp.Kvs) == 0 {
+				return granted()
+			}
+			pred, seenAt = string(resp.Kvs[0].Key), resp.Header.Revision
+			// Without More, pred is the only key ahead: once it is gone
+			// this waiter is first, as no key created later can get
+			// ahead of it.
+			only = !resp.More
 		}
-		if len(resp.Kvs) == 0 {
-			return granted()
-		}
-		pred := string(resp.Kvs[0].Key)
-		// Without More, pred is the only key ahead: once it is gone this
-		// waiter is first, as no key created later can get ahead of it.
-		only := !resp.More
 		if pred != watched {
 			stop()
 			wch, stop = b.watch(ctx, pred)
 			watched = pred
-			if err := b.awaitCreated(ctx, wch); err != nil {
+			createdAt, err := b.awaitCreated(ctx, wch)
+			if err != nil {
 				return lock.Grant{}, err
 			}
-			continue // read pred again: it may have gone before the watch began
+			if createdAt > seenAt {
+				// The watch covers revisions after createdAt only; pred
+				// may have gone in between: read it again.
+				pred = ""
+				continue
+			}
 		}
 	events:
 		for {
@@ -253,10 +279,11 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 				// Another error (a member down) is retried at the next
 				// tick. Read the queue again as well: the watch resumes
 				// after a broken connection, but cheap insurance.
+				pred = ""
 				break events
 			case wr, ok := <-wch:
 				if !ok || wr.Err() != nil {
-					watched = "" // watch broken: start another
+					watched, pred = "", "" // watch broken: start another
 					break events
 				}
 				for _, ev := range wr.Events {
@@ -264,7 +291,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 						if only {
 							return granted()
 						}
-						watched = ""
+						pred = ""
 						break events
 					}
 				}
@@ -280,22 +307,23 @@ func (b *backend) watch(ctx context.Context, key string) (clientv3.WatchChan, co
 	return b.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), stop
 }
 
-// awaitCreated waits for a watch's created notification.
-func (b *backend) awaitCreated(ctx context.Context, wch clientv3.WatchChan) error {
+// awaitCreated waits for a watch's created notification and returns the
+// revision the watch started after.
+func (b *backend) awaitCreated(ctx context.Context, wch clientv3.WatchChan) (int64, error) {
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	case wr, ok := <-wch:
 		if !ok {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return 0, ctx.Err()
 			}
-			return errors.New("watch closed before it was created")
+			return 0, errors.New("watch closed before it was created")
 		}
 		if err := wr.Err(); err != nil {
-			return err
+			return 0, err
 		}
-		return nil
+		return wr.Header.Revision, nil
 	}
 }
 
@@ -378,6 +406,21 @@ func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID
 		b.refill(req.TTL)
 	}
 	return resp.ID, sent, nil
+}
+
+// unbind takes back the lease bound to o, unused: it becomes the spare, or
+// is revoked when there is one.
+func (b *backend) unbind(o lock.Owner, id clientv3.LeaseID, sent time.Time, ttl time.Duration) {
+	b.mu.Lock()
+	delete(b.leases, o)
+	keep := !b.closed && b.spare == nil
+	if keep {
+		b.spare = &spare{id: id, ttl: ttl, sent: sent}
+	}
+	b.mu.Unlock()
+	if !keep {
+		b.revokeLater(id)
+	}
 }
 
 // refill grants a spare lease in the background unless one exists or is on
