@@ -32,13 +32,16 @@
 // # Fencing tokens
 //
 // The token counter lives in the lock file itself, read and rewritten by
-// each holder right after flock succeeds. The counter is not fsynced on every
-// acquire (that costs milliseconds on a disk), yet tokens strictly increase
-// even across a power loss: a token is an epoch and a counter, and the epoch
-// is raised and fsynced (file and directory) the first time a key is taken
-// after each boot, detected by the kernel's boot id. The file format and the
-// argument are in record.go. Storage that keeps a token durably can therefore
-// trust the order of tokens across reboots. A lock file whose record is
+// each holder right after flock succeeds. It is not fsynced on every acquire
+// (that costs milliseconds on a disk), yet tokens strictly increase even
+// across a power loss: a token is an epoch and a counter, and the directory
+// keeps an epoch in a file named "epoch" that the first Locker created after
+// each boot (detected by the kernel's boot id) raises and fsyncs. A key taken
+// for the first time in a boot starts at that epoch. So a power loss may undo
+// counter increments, never the epoch, and the next boot starts above every
+// token handed out before: two fsyncs per directory per boot. Where no boot
+// id can be read (systems other than Linux) every acquire fsyncs instead.
+// The format and the argument are in record.go. A lock file whose record is
 // damaged makes Acquire fail with an error naming the file rather than hand
 // out a token that might repeat.
 //

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -103,6 +104,12 @@ func New(dir string, opts Options) (*Locker, error) {
 		poll:   poll,
 		keys:   make(map[string]*entry),
 	}
+	if b.boot != "" {
+		if err := b.raiseEpoch(0, false); err != nil {
+			unix.Close(dfd)
+			return nil, err
+		}
+	}
 	core, err := lock.New(b, opts.Options)
 	if err != nil {
 		unix.Close(dfd)
@@ -163,6 +170,7 @@ type backend struct {
 	pid    int
 	holder string
 	poll   time.Duration
+	epoch  atomic.Uint64 // the directory's epoch in this boot; see record.go
 
 	dirMu  sync.RWMutex // guards dirfd against Close
 	dirfd  int          // -1 after Close
@@ -311,9 +319,20 @@ func (b *backend) advance(req lock.Request, fd int) (uint64, error) {
 		name, _ := FileName(req.Key)
 		return 0, fmt.Errorf("filelock: lock file %s: %w; its fencing token cannot be trusted", filepath.Join(b.dir, name), err)
 	}
-	tok, sync, err := next(prev, b.boot)
-	if err != nil {
-		return 0, fmt.Errorf("filelock: key %q: %w", req.Key, err)
+	var tok uint64
+	var sync bool
+	for {
+		var bump bool
+		tok, sync, bump, err = next(prev, b.boot, b.epoch.Load())
+		if err != nil {
+			return 0, fmt.Errorf("filelock: key %q: %w", req.Key, err)
+		}
+		if !bump {
+			break
+		}
+		if err := b.raiseEpoch(prev.token>>counterBits, true); err != nil {
+			return 0, err
+		}
 	}
 	rec := record{token: tok, boot: b.boot, pid: b.pid, holder: req.Holder}.marshal(n)
 	if err := pwriteFull(fd, rec); err != nil {
@@ -426,6 +445,10 @@ func (b *backend) open(key string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	return b.openName(name)
+}
+
+func (b *backend) openName(name string) (int, error) {
 	b.dirMu.RLock()
 	defer b.dirMu.RUnlock()
 	if b.closed {
@@ -440,6 +463,59 @@ func (b *backend) open(key string) (int, error) {
 			return -1, fmt.Errorf("filelock: open %s: %w", filepath.Join(b.dir, name), err)
 		}
 		return fd, nil
+	}
+}
+
+// epochFile holds the directory's epoch record; key files start with "k-"
+// or "h-".
+const epochFile = "epoch"
+
+// raiseEpoch loads the directory's epoch into b.epoch. It raises the stored
+// epoch by one (and above the given epoch), with fsync of the file and the
+// directory, when force is set or the record is from an earlier boot. The
+// epoch file's flock is held for a read, a write and two fsyncs; it is never
+// held while waiting for another lock.
+func (b *backend) raiseEpoch(above uint64, force bool) error {
+	fd, err := b.openName(epochFile)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := flock(fd, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("filelock: flock %s: %w", epochFile, err)
+	}
+	defer flock(fd, unix.LOCK_UN)
+	buf := make([]byte, maxRecord)
+	n, err := preadFull(fd, buf)
+	if err != nil {
+		return fmt.Errorf("filelock: read %s: %w", epochFile, err)
+	}
+	rec, err := parseRecord(buf[:n])
+	if err != nil {
+		return fmt.Errorf("filelock: %s: %w; fencing tokens cannot be trusted", filepath.Join(b.dir, epochFile), err)
+	}
+	e := rec.token >> counterBits
+	if force || e == 0 || rec.boot != b.boot {
+		e = max(e, above) + 1
+		if e > maxEpoch {
+			return errors.New("filelock: fencing tokens exhausted")
+		}
+		out := record{token: e << counterBits, boot: b.boot, pid: b.pid, holder: b.holder}.marshal(n)
+		if err := pwriteFull(fd, out); err != nil {
+			return fmt.Errorf("filelock: write %s: %w", epochFile, err)
+		}
+		if err := unix.Fsync(fd); err != nil {
+			return fmt.Errorf("filelock: fsync %s: %w", epochFile, err)
+		}
+		if err := b.syncDir(); err != nil {
+			return fmt.Errorf("filelock: fsync %s: %w", b.dir, err)
+		}
+	}
+	for {
+		cur := b.epoch.Load()
+		if cur >= e || b.epoch.CompareAndSwap(cur, e) {
+			return nil
+		}
 	}
 }
 

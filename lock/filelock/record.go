@@ -19,12 +19,17 @@ import (
 // A shorter line is padded with spaces to the previous length, so no stale
 // text follows it.
 //
-// A token is epoch<<counterBits | counter. The epoch is written with fsync
-// (file and directory) the first time a key is taken after each boot, and
-// when the counter runs out; the counter alone is written without fsync.
-// After a power loss the file may have lost counter increments, but never the
-// epoch of any token handed out, and the new boot starts a higher epoch: the
-// tokens still strictly increase, for one fsync per key per boot.
+// A token is epoch<<counterBits | counter. Key records are written without
+// fsync. The directory keeps one more record, in the file "epoch" (never a
+// key's name: those start with "k-" or "h-"), whose token field holds the
+// directory's epoch: the first Locker created after each boot raises it by
+// one and fsyncs it (file and directory). A key first taken in a boot starts
+// at the directory's epoch with counter 1; later holders in the same boot
+// increment the counter. After a power loss a key file may have lost counter
+// increments (or vanished), but the directory's epoch survived, and the next
+// boot raises it above every token handed out before: tokens strictly
+// increase for two fsyncs per directory per boot. A counter that runs out
+// raises the directory's epoch the same way.
 const (
 	recordMagic = "haita-filelock 1 "
 	counterBits = 40
@@ -96,28 +101,42 @@ func parseRecord(b []byte) (record, error) {
 	return r, nil
 }
 
-// next returns the token to hand out after prev, and whether the new record
-// must reach the disk (fsync) before the token is handed out: when the
-// epoch changes. bootID is the current boot id, "" when unknown (then every
-// token is synced, since a reboot cannot be detected).
-func next(prev record, bootID string) (tok uint64, sync bool, err error) {
+// next returns the token to hand out after prev, given the current boot id
+// and the directory's epoch for this boot (see backend.epoch). sync reports
+// that the new record must reach the disk before the token is handed out;
+// bump that a new directory epoch above the returned token's epoch is
+// needed first (the key's counter ran out, or its epoch is not below the
+// directory's): then call next again with the new epoch. bootID "" means
+// unknown: a reboot cannot be detected, so every token is synced.
+func next(prev record, bootID string, dirEpoch uint64) (tok uint64, sync, bump bool, err error) {
 	epoch, counter := prev.token>>counterBits, prev.token&counterMask
 	switch {
 	case bootID == "":
 		sync = true
 		counter++
+		if counter > counterMask {
+			epoch, counter = epoch+1, 1
+		}
 	case prev.token == 0 || prev.boot != bootID:
-		sync = true
-		epoch, counter = epoch+1, 1
+		// First use in this boot: the directory's epoch, raised and synced
+		// once per boot, is above every token of earlier boots.
+		if epoch >= dirEpoch {
+			return 0, false, true, nil
+		}
+		epoch, counter = dirEpoch, 1
 	default:
 		counter++
-	}
-	if counter > counterMask {
-		sync = true
-		epoch, counter = epoch+1, 1
+		if counter > counterMask {
+			// A directory epoch raised in this boot (and synced) is above
+			// every token of the key so far.
+			if epoch >= dirEpoch {
+				return 0, false, true, nil
+			}
+			epoch, counter = dirEpoch, 1
+		}
 	}
 	if epoch > maxEpoch {
-		return 0, false, errors.New("fencing tokens exhausted")
+		return 0, false, false, errors.New("fencing tokens exhausted")
 	}
-	return epoch<<counterBits | counter, sync, nil
+	return epoch<<counterBits | counter, sync, false, nil
 }
