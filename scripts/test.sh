@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: installs the engines the tests start (Debian packages),
+# then vets and tests every module in the repository with the race detector.
+# Tests start their own servers on loopback; HAITA_REQUIRE_SERVERS=1 makes a
+# missing server a failure instead of a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server redis-tools)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+command -v mariadbd >/dev/null || need+=(mariadb-server)
+command -v chromium >/dev/null || need+=(chromium)
+if ((${#need[@]})); then
+	sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+	echo "test.sh: installing ${need[*]}"
+	"${sudo[@]}" apt-get update -q
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${need[@]}"
+fi
+
+export HAITA_REQUIRE_SERVERS=1
+start=$(date +%s)
+for mod in . bench; do
+	echo "test.sh: module ${mod}"
+	(cd "$mod" && go mod download && go vet ./... && go test -race -timeout 25m ./...)
+done
+echo "test.sh: all tests passed in $(($(date +%s) - start))s"
