@@ -16,12 +16,13 @@
 // lease per client: two leases of one client are then different keys with
 // different lifetimes and always exclude each other (two
 // concurrency.Mutex on one prefix from one Session do not: they write the
-// same key), refreshing or losing one never touches another, and Release is
-// a single Revoke that deletes the key. The cost, an extra Raft round to
-// grant each lease, is kept off the acquire path: each Locker grants the
-// next lease in the background while the current one is used (only while
-// acquires come faster than a quarter TTL apart; an unused spare is
-// revoked).
+// same key), and refreshing or losing one never touches another. The cost,
+// a Raft round to grant each lease, is kept off the acquire path: Release
+// deletes the key (one Raft round) and keeps its lease, now bound to
+// nothing, as the spare for the next acquire while the lease is younger
+// than a quarter TTL; otherwise a spare is granted in the background. So an
+// acquire and release cost two Raft rounds, as for concurrency.Mutex. An
+// unused spare is revoked when replaced and when the Locker closes.
 //
 // # Waiting
 //

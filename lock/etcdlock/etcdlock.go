@@ -60,7 +60,7 @@ func New(cli Client, opts Options) (lock.Locker, error) {
 	if strings.IndexByte(opts.Prefix, 0) >= 0 || !utf8.ValidString(opts.Prefix) {
 		return nil, fmt.Errorf("%w: etcdlock: Prefix must be valid UTF-8 without NUL bytes", lock.ErrInvalidOptions)
 	}
-	b := &backend{cli: cli, prefix: opts.Prefix, leases: make(map[lock.Owner]clientv3.LeaseID)}
+	b := &backend{cli: cli, prefix: opts.Prefix, leases: make(map[lock.Owner]bound)}
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
@@ -82,7 +82,7 @@ type backend struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	leases  map[lock.Owner]clientv3.LeaseID // granted, not yet released
+	leases  map[lock.Owner]bound // granted, not yet released
 	spare   *spare                          // a lease granted ahead of need
 	filling bool                            // a spare is being granted
 	closed  bool
@@ -95,6 +95,12 @@ type spare struct {
 	id   clientv3.LeaseID
 	ttl  time.Duration
 	sent time.Time // when its grant (or last keep-alive) was sent
+}
+
+// bound is a lease bound to one owner.
+type bound struct {
+	id   clientv3.LeaseID
+	sent time.Time // when its TTL last started, as far as this process knows
 }
 
 var (
@@ -221,7 +227,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 	if predKV == nil {
 		return granted()
 	}
-	id := b.leaseOf(req.Owner)
+	id := b.leaseOf(req.Owner).id
 	keepAlive := time.NewTicker(req.TTL / 3)
 	defer keepAlive.Stop()
 
@@ -328,41 +334,57 @@ func (b *backend) awaitCreated(ctx context.Context, wch clientv3.WatchChan) (int
 }
 
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
-	id := b.leaseOf(req.Owner)
-	if id == clientv3.NoLease {
+	bd := b.leaseOf(req.Owner)
+	if bd.id == clientv3.NoLease {
 		return fmt.Errorf("etcdlock: refresh %q: %w", req.Key, lock.ErrNotHeld)
 	}
-	_, err := b.cli.KeepAliveOnce(ctx, id)
+	sent := time.Now()
+	_, err := b.cli.KeepAliveOnce(ctx, bd.id)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("etcdlock: refresh %q: %w (lease expired)", req.Key, lock.ErrNotHeld)
 	}
 	if err != nil {
 		return fmt.Errorf("etcdlock: refresh: %w", err)
 	}
+	b.mu.Lock()
+	if cur, ok := b.leases[req.Owner]; ok && cur.id == bd.id {
+		b.leases[req.Owner] = bound{id: bd.id, sent: sent}
+	}
+	b.mu.Unlock()
 	return nil
 }
 
-// Release revokes the lease, which deletes the key and so wakes the next
-// waiter's watch.
+// Release deletes the key if it still exists, which wakes the next
+// waiter's watch, and keeps the lease, now bound to nothing, as the next
+// acquire's spare (or revokes it): one Raft round, like a Revoke, without
+// a Grant for the next acquire.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
-	id := b.leaseOf(req.Owner)
-	if id == clientv3.NoLease {
+	bd := b.leaseOf(req.Owner)
+	if bd.id == clientv3.NoLease {
 		return fmt.Errorf("etcdlock: release %q: %w", req.Key, lock.ErrNotHeld)
 	}
-	_, err := b.cli.Revoke(ctx, id)
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	me := b.member(req)
+	resp, err := b.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(me), "!=", 0)).
+		Then(clientv3.OpDelete(me)).
+		Commit()
+	if err != nil {
+		// The key frees itself when the lease expires, or the Locker
+		// retries this Release.
 		return fmt.Errorf("etcdlock: release: %w", err)
 	}
-	b.mu.Lock()
-	delete(b.leases, req.Owner)
-	b.mu.Unlock()
-	if err != nil {
+	if !resp.Succeeded {
+		b.mu.Lock()
+		delete(b.leases, req.Owner)
+		b.mu.Unlock()
+		b.revokeLater(bd.id)
 		return fmt.Errorf("etcdlock: release %q: %w (lease expired)", req.Key, lock.ErrNotHeld)
 	}
+	b.unbind(req.Owner, bd.id, bd.sent, req.TTL)
 	return nil
 }
 
-func (b *backend) leaseOf(o lock.Owner) clientv3.LeaseID {
+func (b *backend) leaseOf(o lock.Owner) bound {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.leases[o]
@@ -381,7 +403,7 @@ func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID
 	b.spare = nil
 	fresh := sp != nil && sp.ttl == req.TTL && time.Since(sp.sent) < req.TTL/4
 	if fresh {
-		b.leases[req.Owner] = sp.id
+		b.leases[req.Owner] = bound{id: sp.id, sent: sp.sent}
 	}
 	b.mu.Unlock()
 	if fresh {
@@ -397,7 +419,7 @@ func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID
 		return 0, time.Time{}, err
 	}
 	b.mu.Lock()
-	b.leases[req.Owner] = resp.ID
+	b.leases[req.Owner] = bound{id: resp.ID, sent: sent}
 	b.mu.Unlock()
 	if sp == nil {
 		// Only a Locker in steady use keeps a spare: a stale one means
@@ -413,7 +435,7 @@ func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID
 func (b *backend) unbind(o lock.Owner, id clientv3.LeaseID, sent time.Time, ttl time.Duration) {
 	b.mu.Lock()
 	delete(b.leases, o)
-	keep := !b.closed && b.spare == nil
+	keep := !b.closed && b.spare == nil && time.Since(sent) < ttl/4
 	if keep {
 		b.spare = &spare{id: id, ttl: ttl, sent: sent}
 	}
