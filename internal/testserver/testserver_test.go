@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,4 +503,89 @@ func (r *recorder) skips() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.skip...)
+}
+
+// TestCrashedBinary runs itself as a child process that starts servers and then exits without
+// cleaning up, as a crashed test binary would: its servers must die with it, and the next test
+// binary's Main must remove the directories it left.
+func TestCrashedBinary(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("HAITA_TS_CHILD") == "crash" {
+		srv := testserver.Redis(t, testserver.RedisOptions{})
+		dsn := testserver.Postgres(t)
+		fmt.Printf("PID=%d\nREDIS=%s\nPOSTGRES=%s\n", os.Getpid(), srv.Addr(), dsn)
+		os.Exit(3)
+	}
+	ctx := t.Context()
+	child := func(run, mode string) string {
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+run, "-test.count=1")
+		cmd.Env = append(os.Environ(), "HAITA_TS_CHILD="+mode)
+		out, err := cmd.Output()
+		if mode == "crash" {
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+				t.Fatalf("crashing child: %v\n%s", err, out)
+			}
+		} else if err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	out := child("^TestCrashedBinary$", "crash")
+	var pid, redisAddr, pgDSN string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "PID="); ok {
+			pid = v
+		}
+		if v, ok := strings.CutPrefix(line, "REDIS="); ok {
+			redisAddr = v
+		}
+		if v, ok := strings.CutPrefix(line, "POSTGRES="); ok {
+			pgDSN = v
+		}
+	}
+	if pid == "" || redisAddr == "" || pgDSN == "" {
+		t.Fatalf("crashing child printed no servers:\n%s", out)
+	}
+
+	// The servers die with the binary (their parent-death signal).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, redisErr := net.DialTimeout("tcp", redisAddr, 2*time.Second)
+		if redisErr == nil {
+			c.Close()
+		}
+		pgCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, pgErr := pgx.Connect(pgCtx, pgDSN)
+		cancel()
+		if pgErr == nil {
+			conn.Close(ctx)
+		}
+		if redisErr != nil && pgErr != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("servers of a dead test binary still answer: redis %v, postgres %v", redisErr, pgErr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A later test binary's Main removes the crashed one's directories.
+	owned := func() (dirs []string) {
+		files, _ := filepath.Glob(filepath.Join(os.TempDir(), "haita-ts-*", "owner.pid"))
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil && string(b) == pid {
+				dirs = append(dirs, filepath.Dir(f))
+			}
+		}
+		return dirs
+	}
+	if len(owned()) == 0 {
+		// Another test binary starting in the meantime swept them already.
+		t.Logf("the crashed child's directories are gone before the check")
+	}
+	child("^$", "")
+	if dirs := owned(); len(dirs) > 0 {
+		t.Errorf("directories of the crashed child (pid %s) are still there: %q", pid, dirs)
+	}
 }
