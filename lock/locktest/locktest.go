@@ -59,6 +59,11 @@ const (
 	OpsPerWorker = 10
 )
 
+// IsChild reports whether this process is a child of the multi-process
+// test. Test functions that disturb servers (stopping cluster members, say)
+// do so only when IsChild is false.
+func IsChild() bool { return os.Getenv(envChild) != "" }
+
 // Run runs the conformance suite against cfg's backend.
 func Run(t *testing.T, cfg Config) {
 	if cfg.New == nil {
