@@ -359,15 +359,25 @@ func TestSave(t *testing.T) {
 				admin := e.manager()
 				var ok atomic.Int32
 				var wg sync.WaitGroup
+				afterBreak := -1
+				slowInc := func(ctx context.Context, tx *sql.Tx) error {
+					if err := inc(ctx, tx); err != nil {
+						return err
+					}
+					time.Sleep(2 * time.Millisecond) // widen the window between verify and commit
+					return nil
+				}
 				for i := range 10 {
 					wg.Go(func() {
 						if i == 5 {
+							time.Sleep(3 * time.Millisecond)
 							if _, err := admin.Break(ctx, res, "root", "race"); err != nil {
 								t.Error(err)
 							}
+							afterBreak = count()
 							return
 						}
-						err := m.Save(ctx, res, c.Token, inc)
+						err := m.Save(ctx, res, c.Token, slowInc)
 						switch {
 						case err == nil:
 							ok.Add(1)
@@ -380,6 +390,11 @@ func TestSave(t *testing.T) {
 				wg.Wait()
 				if got := count() - before; got != int(ok.Load()) {
 					t.Fatalf("round %d: %d saves reported applied, %d in the table", round, ok.Load(), got)
+				}
+				// A save either committed before the break or was refused:
+				// nothing changes once Break has returned.
+				if n := count(); n != afterBreak {
+					t.Fatalf("round %d: %d saves applied after Break returned", round, n-afterBreak)
 				}
 				before = count()
 			}
