@@ -165,4 +165,3 @@ func BenchmarkHotKey(b *testing.B) {
 		})
 	})
 }
-
