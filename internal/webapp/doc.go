@@ -1,0 +1,23 @@
+// Package webapp is the sample application that haita serve runs: shared
+// documents edited in the browser under one of three policies each
+// (last-write-wins, optimistic with versions and a conflict screen,
+// pessimistic with checkouts), live updates over server-sent events, and a
+// JSON API with ETag / If-Match / If-None-Match, 412, 428 and 423, described
+// by an OpenAPI 3.1 document at /api/openapi.json.
+//
+// It is built on the library: versioned writes from package sqlcc,
+// conditional requests from package httpcc, checkouts from package
+// checkout. All state lives in the database (SQLite, PostgreSQL or
+// MySQL), so several processes on one PostgreSQL or MySQL database serve
+// the same documents safely, and each sees the others' changes by polling.
+//
+// Security: passwords are bcrypt hashes; sessions are random tokens kept
+// hashed in the database, in HttpOnly SameSite=Lax cookies; every
+// state-changing request passes net/http's CrossOriginProtection and, when
+// it comes with a session, must carry the session's CSRF token; API
+// clients authenticate with a per-user bearer token. All SQL is constant
+// text with bound parameters.
+//
+// An [App] is an http.Handler, safe for concurrent use; create it with
+// [New] and Close it when done.
+package webapp
