@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/haita/haita/internal/racelab"
+)
+
+func init() {
+	commands["race"] = runRace
+	commands["race-worker"] = runRaceWorker
+}
+
+// errViolations is returned when a variant's outcome contradicts its kind.
+var errViolations = errors.New("race: unexpected outcome (see the table)")
+
+func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("race", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg                                 racelab.Config
+		scenarios, variants, engines, sweep string
+		redlockAddrs, etcdEndpoints         string
+		jsonOut, list                       bool
+		report                              string
+	)
+	fs.StringVar(&scenarios, "scenario", "", "scenarios to run, by number or name, comma-separated (default all)")
+	fs.StringVar(&variants, "variant", "", "variants to run by name, or broken/fixed, comma-separated (default all)")
+	fs.StringVar(&engines, "engine", "", "engines, comma-separated: memory,file,memlock,filelock,sqlite,postgres,mysql,redis,redlock,etcd (default: the embedded ones plus those with an address)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "workers per case (default: per scenario)")
+	fs.IntVar(&cfg.Ops, "ops", 0, "operations per worker (default: per scenario)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop each case's workers after this long (default: run all ops)")
+	fs.DurationVar(&cfg.Window, "window", 0, "race window: sleep between read and write (default "+racelab.DefaultWindow.String()+")")
+	fs.StringVar(&sweep, "sweep", "", "worker counts for the contention sweep, e.g. 1,2,4,8 (default with --report: 1,2,4,8,16)")
+	fs.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/db")
+	fs.StringVar(&cfg.MySQL, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis address host:port")
+	fs.StringVar(&redlockAddrs, "redlock", "", "independent Redis masters for Redlock, comma-separated")
+	fs.StringVar(&etcdEndpoints, "etcd", "", "etcd endpoints, comma-separated")
+	fs.BoolVar(&jsonOut, "json", false, "print the results as a JSON array instead of the table")
+	fs.StringVar(&report, "report", "", "write a self-contained HTML report to this file")
+	fs.BoolVar(&list, "list", false, "list the cases that would run, and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: haita race [flags]\n\nThe race lab: every race of the seeds, broken and fixed, measured.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: race: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg.Scenarios = splitComma(scenarios)
+	cfg.Variants = splitComma(variants)
+	cfg.Engines = splitComma(engines)
+	cfg.Redlock = splitComma(redlockAddrs)
+	cfg.Etcd = splitComma(etcdEndpoints)
+	if sweep == "" && report != "" {
+		sweep = "1,2,4,8,16"
+	}
+	for _, s := range splitComma(sweep) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%w: race: --sweep %q", errUsage, sweep)
+		}
+		cfg.Sweep = append(cfg.Sweep, n)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.Worker = func(ctx context.Context, args []string) *exec.Cmd {
+		return exec.CommandContext(ctx, exe, append([]string{"race-worker"}, args...)...)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if list {
+		plan, err := racelab.Plan(cfg)
+		if err != nil {
+			return err
+		}
+		for _, c := range plan {
+			fmt.Fprintf(stdout, "%s (%s, %d workers)\n", c, c.Kind, c.Workers)
+		}
+		return nil
+	}
+	window := cfg.Window
+	if window == 0 {
+		window = racelab.DefaultWindow
+	}
+	progressOut := stdout
+	if jsonOut {
+		progressOut = stderr
+	}
+	fmt.Fprintf(progressOut, "haita race: race windows widened on purpose — workers sleep %v between read and write, so broken variants violate on the first run.\n", window)
+	prog := newProgress(progressOut)
+	cfg.Progress = prog.event
+	start := time.Now()
+	results, err := racelab.Run(ctx, cfg)
+	prog.done()
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		if err := racelab.WriteTable(stdout, results); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%d cases in %v.\n", len(results), time.Since(start).Round(100*time.Millisecond))
+	}
+	if report != "" {
+		f, err := os.Create(report)
+		if err != nil {
+			return err
+		}
+		meta := racelab.ReportMeta{Command: "haita race " + strings.Join(args, " "), Started: start, Elapsed: time.Since(start)}
+		if err := racelab.WriteHTML(f, results, meta); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(progressOut, "report written to %s\n", report)
+	}
+	for _, r := range results {
+		if r.Failed() {
+			return errViolations
+		}
+	}
+	return nil
+}
+
+func runRaceWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return racelab.RunWorker(ctx, args, os.Stdin, stdout)
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// progress shows the run: a bar on a terminal (mpb), plain lines otherwise.
+type progress struct {
+	w    io.Writer
+	tty  bool
+	p    *mpb.Progress
+	bar  *mpb.Bar
+	name atomic.Pointer[string] // the running case, read by the bar's goroutine
+}
+
+func newProgress(w io.Writer) *progress {
+	pr := &progress{w: w}
+	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		pr.tty = true
+	}
+	return pr
+}
+
+func (pr *progress) event(e racelab.Event) {
+	if !pr.tty {
+		if e.Result != nil {
+			r := e.Result
+			status := fmt.Sprintf("%d %s", r.Violations, r.ViolationUnit)
+			if r.Error != "" {
+				status += " (error: " + r.Error + ")"
+			}
+			fmt.Fprintf(pr.w, "[%d/%d] %s (%s, %d workers): %s\n", e.Index, e.Total, e.Case, e.Case.Kind, e.Case.Workers, status)
+		}
+		return
+	}
+	if pr.p == nil {
+		pr.p = mpb.New(mpb.WithOutput(pr.w), mpb.WithWidth(40), mpb.WithRefreshRate(120*time.Millisecond))
+		pr.bar = pr.p.AddBar(int64(e.Total),
+			mpb.PrependDecorators(decor.Name("race lab", decor.WCSyncSpaceR), decor.CountersNoUnit("%d/%d", decor.WCSyncSpace)),
+			mpb.AppendDecorators(decor.Elapsed(decor.ET_STYLE_GO, decor.WCSyncSpace), decor.Any(func(decor.Statistics) string {
+				if n := pr.name.Load(); n != nil {
+					return " " + *n
+				}
+				return ""
+			})),
+		)
+	}
+	if e.Result == nil {
+		n := e.Case.String()
+		pr.name.Store(&n)
+		return
+	}
+	r := e.Result
+	mark := "✓"
+	if r.Failed() {
+		mark = "!"
+	}
+	pr.p.Write([]byte(fmt.Sprintf("%s %s: %d %s\n", mark, e.Case, r.Violations, r.ViolationUnit)))
+	pr.bar.Increment()
+}
+
+func (pr *progress) done() {
+	if pr.p != nil {
+		pr.bar.Abort(false)
+		pr.p.Wait()
+	}
+}
