@@ -1,0 +1,5 @@
+//go:build faultslong
+
+package faults
+
+func init() { longBuild = true }
