@@ -78,7 +78,8 @@ type CronOptions struct {
 }
 
 // CronWrapper returns a robfig/cron v3 JobWrapper that runs the wrapped job
-// as job through r, for cron.WithChain or cron.NewChain(...).Then(j). The
+// as job through r: wrap one job with it, cron.NewChain(w).Then(j), since
+// job names the lock key and the slot marker. The
 // job's Run has no context, so it cannot be stopped on a lost lease;
 // prefer calling [Runner.RunSlot] from a cron.FuncJob when it must.
 func (r *Runner) CronWrapper(job string, opts CronOptions) cron.JobWrapper {

@@ -161,8 +161,10 @@ func TestSlots(t *testing.T) {
 // Refresh: a lease that is lost at its first refresh.
 type losing struct{ next atomic.Uint64 }
 
-func (b *losing) Capabilities() lock.Capabilities { return lock.Capabilities{Name: "losing", TTL: true, Fencing: true} }
-func (b *losing) DefaultTTL() time.Duration       { return time.Second }
+func (b *losing) Capabilities() lock.Capabilities {
+	return lock.Capabilities{Name: "losing", TTL: true, Fencing: true}
+}
+func (b *losing) DefaultTTL() time.Duration { return time.Second }
 func (b *losing) Try(context.Context, lock.Request) (lock.Grant, error) {
 	return lock.Grant{Token: lock.Token(b.next.Add(1))}, nil
 }
