@@ -126,6 +126,7 @@ type shard struct {
 // entry is a held key. expires is on the monotonic clock; zero: never.
 type entry struct {
 	owner   lock.Owner
+	holder  string
 	token   lock.Token
 	expires time.Time
 	waiters []*waiter
@@ -133,6 +134,7 @@ type entry struct {
 
 type waiter struct {
 	owner   lock.Owner
+	holder  string
 	ttl     time.Duration
 	granted chan lock.Token // buffered; receives the token when handed the key
 }
@@ -178,12 +180,12 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 		s.m[req.Key] = e
 		s.peak = max(s.peak, len(s.m))
 	}
-	e.owner, e.token, e.expires = req.Owner, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
+	e.owner, e.holder, e.token, e.expires = req.Owner, req.Holder, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
 	return lock.Grant{Token: e.token}, nil
 }
 
 func held(key string, e *entry, now time.Time) error {
-	he := &lock.HeldError{Key: key}
+	he := &lock.HeldError{Key: key, Holder: e.holder}
 	if !e.expires.IsZero() {
 		he.ExpiresAt = time.Now().Add(e.expires.Sub(now))
 	}
@@ -194,13 +196,13 @@ func held(key string, e *entry, now time.Time) error {
 // it.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	s := b.shard(req.Key)
-	w := &waiter{owner: req.Owner, ttl: req.TTL, granted: make(chan lock.Token, 1)}
+	w := &waiter{owner: req.Owner, holder: req.Holder, ttl: req.TTL, granted: make(chan lock.Token, 1)}
 	s.mu.Lock()
 	e := s.m[req.Key]
 	now := time.Now()
 	if e == nil {
 		e = entryPool.Get().(*entry)
-		e.owner, e.token, e.expires = req.Owner, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
+		e.owner, e.holder, e.token, e.expires = req.Owner, req.Holder, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
 		s.m[req.Key] = e
 		s.mu.Unlock()
 		return lock.Grant{Token: e.token}, nil
@@ -277,7 +279,7 @@ func (s *shard) handoff(key string, e *entry, tokens *atomic.Uint64, now time.Ti
 	copy(e.waiters, e.waiters[1:])
 	e.waiters[len(e.waiters)-1] = nil
 	e.waiters = e.waiters[:len(e.waiters)-1]
-	e.owner, e.token, e.expires = w.owner, lock.Token(tokens.Add(1)), expiry(now, w.ttl)
+	e.owner, e.holder, e.token, e.expires = w.owner, w.holder, lock.Token(tokens.Add(1)), expiry(now, w.ttl)
 	w.granted <- e.token
 }
 

@@ -170,3 +170,20 @@ func TestWithSharesKeys(t *testing.T) {
 		t.Errorf("With(bad) = %v", err)
 	}
 }
+
+func TestHeldErrorNamesHolder(t *testing.T) {
+	var base memlock.Locker
+	a, err := base.With(lock.Options{Holder: "worker-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	le, err := a.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer le.Release(context.Background())
+	var held *lock.HeldError
+	if _, err := base.TryAcquire(t.Context(), "k"); !errors.As(err, &held) || held.Holder != "worker-1" {
+		t.Errorf("TryAcquire = %v, want a HeldError naming worker-1", err)
+	}
+}
