@@ -46,7 +46,7 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&cfg.Ops, "ops", 0, "operations per worker (default: per scenario)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop each case's workers after this long (default: run all ops)")
 	fs.DurationVar(&cfg.Window, "window", 0, "race window: sleep between read and write (default "+racelab.DefaultWindow.String()+")")
-	fs.StringVar(&sweep, "sweep", "", "worker counts for the contention sweep, e.g. 1,2,4,8 (default with --report: 1,2,4,8,16)")
+	fs.StringVar(&sweep, "sweep", "1,2,4,8,16", "worker counts for the contention sweep of scenario 3's fixed variants, or none")
 	fs.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/db")
 	fs.StringVar(&cfg.MySQL, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address host:port")
@@ -70,8 +70,8 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Engines = splitComma(engines)
 	cfg.Redlock = splitComma(redlockAddrs)
 	cfg.Etcd = splitComma(etcdEndpoints)
-	if sweep == "" && report != "" {
-		sweep = "1,2,4,8,16"
+	if sweep == "none" {
+		sweep = ""
 	}
 	for _, s := range splitComma(sweep) {
 		n, err := strconv.Atoi(s)
