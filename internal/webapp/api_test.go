@@ -173,7 +173,7 @@ func TestSessionCSRFAndCrossOrigin(t *testing.T) {
 	if r := put("X-CSRF-Token: " + b.csrf); r.StatusCode != 200 {
 		t.Fatalf("session write with CSRF token: %d %s", r.StatusCode, r.body)
 	}
-	if r := put("X-CSRF-Token: " + b.csrf, "Sec-Fetch-Site: cross-site"); r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.body), "cross-origin") {
+	if r := put("X-CSRF-Token: "+b.csrf, "Sec-Fetch-Site: cross-site"); r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.body), "cross-origin") {
 		t.Fatalf("cross-site write: %d %s", r.StatusCode, r.body)
 	}
 	if r := put("X-CSRF-Token: "+b.csrf, "Origin: https://evil.example"); r.StatusCode != http.StatusForbidden {
@@ -204,7 +204,7 @@ func TestOpenAPI(t *testing.T) {
 		t.Fatalf("status %d", r.StatusCode)
 	}
 	var spec struct {
-		OpenAPI string                     `json:"openapi"`
+		OpenAPI string                    `json:"openapi"`
 		Paths   map[string]map[string]any `json:"paths"`
 	}
 	if err := json.Unmarshal(r.body, &spec); err != nil {
