@@ -103,21 +103,11 @@ func CreateTableDB(ctx context.Context, db *sql.DB, table string) error {
 
 func createTable(ctx context.Context, c client, ddl string) error {
 	// Concurrent CREATE … IF NOT EXISTS can still collide on the catalog's
-	// unique index; a transaction-scoped advisory lock serialises them.
-	for stmt := range strings.SplitSeq(ddl, ";\n") {
-		if strings.TrimSpace(stmt) == "" {
-			continue
-		}
-		if _, err := c.exec(ctx, "SELECT pg_advisory_lock(7245368161)"); err != nil {
-			return fmt.Errorf("pglock: create table: %w", err)
-		}
-		_, err := c.exec(ctx, stmt)
-		if _, uerr := c.exec(ctx, "SELECT pg_advisory_unlock_all()"); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return fmt.Errorf("pglock: create table: %w", err)
-		}
+	// unique index. Sent without arguments, the statements go over the
+	// simple protocol as one implicit transaction on one connection, so a
+	// transaction-scoped advisory lock taken first serialises them.
+	if _, err := c.exec(ctx, "SELECT pg_advisory_xact_lock(7245368161);\n"+ddl); err != nil {
+		return fmt.Errorf("pglock: create table: %w", err)
 	}
 	return nil
 }
