@@ -145,7 +145,7 @@ func (le *Lease) Refresh(ctx context.Context) error {
 // key then frees itself at the engine's expiry.
 func (le *Lease) Release(ctx context.Context) error {
 	le.mu.Lock()
-	if errors.Is(le.err, ErrReleased) {
+	if le.err != nil && errors.Is(le.err, ErrReleased) {
 		le.mu.Unlock()
 		return fmt.Errorf("lock: release %q: %w (released before)", le.req.Key, ErrNotHeld)
 	}
@@ -196,9 +196,9 @@ func (le *Lease) end(err error) error {
 	}
 	if le.l.opts.Metrics != nil {
 		le.l.opts.Metrics.held(le.l.caps.Name, time.Since(le.granted))
-	}
-	if errors.Is(err, ErrLost) {
-		le.l.opts.Metrics.leaseLost(le.l.caps.Name)
+		if errors.Is(err, ErrLost) {
+			le.l.opts.Metrics.leaseLost(le.l.caps.Name)
+		}
 	}
 	return nil
 }

@@ -83,8 +83,8 @@ type backend struct {
 
 	mu      sync.Mutex
 	leases  map[lock.Owner]bound // granted, not yet released
-	spare   *spare                          // a lease granted ahead of need
-	filling bool                            // a spare is being granted
+	spare   *spare               // a lease granted ahead of need
+	filling bool                 // a spare is being granted
 	closed  bool
 }
 
