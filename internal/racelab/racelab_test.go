@@ -67,7 +67,7 @@ func check(t *testing.T, cfg racelab.Config) []racelab.Result {
 		case r.Ops == 0:
 			t.Errorf("%s: no operations completed", name)
 		default:
-			t.Logf("%s %s: %d %s (%d ops)", r.Kind, name, r.Violations, r.ViolationUnit, r.Ops)
+			t.Logf("%s %s: %d %s (%d ops in %.0fms)", r.Kind, name, r.Violations, r.ViolationUnit, r.Ops, r.DurationMs)
 		}
 	}
 	return results

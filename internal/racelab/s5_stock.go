@@ -117,7 +117,7 @@ func stock(impl string) func(ctx context.Context, rc *runCtx) (int64, string, er
 }
 
 const (
-	accounts       = 4
+	accounts       = 3
 	accountBalance = 1000
 	transferAmount = 10
 )
@@ -193,13 +193,24 @@ func transfer(impl string) func(ctx context.Context, rc *runCtx) (int64, string,
 				return sqlcc.RunTx(ctx, d.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
 					o.attempt()
 					rc.widen()
-					// Debit first, bounded at zero, then credit; the
-					// transaction makes the pair atomic.
-					if _, err := sqlcc.Add(ctx, tx, t, from, "balance", -transferAmount, 0); err != nil {
+					// Two one-statement updates (the debit bounded at zero)
+					// in one transaction, applied in key order: in the
+					// caller's order two opposite transfers deadlock (S10).
+					debit := func() error {
+						_, err := sqlcc.Add(ctx, tx, t, from, "balance", -transferAmount, 0)
 						return err
 					}
-					_, err := sqlcc.Add(ctx, tx, t, to, "balance", transferAmount, math.MinInt64)
-					return err
+					credit := func() error {
+						_, err := sqlcc.Add(ctx, tx, t, to, "balance", transferAmount, math.MinInt64)
+						return err
+					}
+					if from < to {
+						return joinFirst(debit, credit)
+					}
+					if err := credit(); err != nil {
+						return err
+					}
+					return debit()
 				})
 			}
 		})
@@ -216,4 +227,15 @@ func abs(x int64) int64 {
 		return -x
 	}
 	return x
+}
+
+// joinFirst runs fs in order and returns the first error; later ones do not
+// run (on PostgreSQL the transaction is aborted after an error anyway).
+func joinFirst(fs ...func() error) error {
+	for _, f := range fs {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
