@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/haita/haita/sqlcc"
 )
@@ -16,7 +17,7 @@ import (
 func stockScenario() *Scenario {
 	return &Scenario{
 		ID: 5, Name: "stock", Title: "Inventory oversell and account balance",
-		Seeds: "S3 S4 S10", Unit: "oversold units / lost transfers", Workers: 8, Ops: 10,
+		Seeds: "S3 S4 S10", Unit: "oversold units / wrong balances (in transfers)", Workers: 8, Ops: 10,
 		cases: func(e *env) []Case {
 			var cs []Case
 			for _, en := range dbEngines {
@@ -117,9 +118,13 @@ func stock(impl string) func(ctx context.Context, rc *runCtx) (int64, string, er
 }
 
 const (
-	accounts       = 3
+	accounts       = 4
 	accountBalance = 1000
 	transferAmount = 10
+	// transferWork is the work of a transfer between its reads and its
+	// writes, in race windows: two rows written give the other workers
+	// more to overlap with than one.
+	transferWork = 5
 )
 
 // transfer moves money between accounts; the invariant: the total stays.
@@ -147,78 +152,96 @@ func transfer(impl string) func(ctx context.Context, rc *runCtx) (int64, string,
 			_, err := db.ExecContext(ctx, d.q("UPDATE {accounts} SET balance = ? WHERE id = ?"), b, id)
 			return err
 		}
+		// want holds each account's balance after the transfers that
+		// reported success.
+		var want [accounts + 1]atomic.Int64
+		for i := 1; i <= accounts; i++ {
+			want[i].Store(accountBalance)
+		}
 		err = rc.loop(ctx, func(ctx context.Context, w, i int, o *op) error {
-			from := int64((w+i)%accounts) + 1
-			to := int64((w+i+1+i%2)%accounts) + 1
-			if to == from {
-				to = from%accounts + 1
+			// Account 1 pays the others (payroll): debits and credits of
+			// one account never cancel out in the check.
+			from, to := int64(1), int64(2+(w+i)%(accounts-1))
+			if err := transferOnce(ctx, rc, impl, d, t, balance, set, o, from, to); err != nil {
+				return err
 			}
-			switch impl {
-			case "rmw":
-				o.attempt()
-				a, err := balance(ctx, d.db, from)
-				if err != nil {
-					return err
-				}
-				b, err := balance(ctx, d.db, to)
-				if err != nil {
-					return err
-				}
-				rc.widen()
-				if err := set(ctx, d.db, from, a-transferAmount); err != nil {
-					return err
-				}
-				return set(ctx, d.db, to, b+transferAmount)
-			case "lock":
-				return sqlcc.RunTx(ctx, d.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
-					if _, err := sqlcc.LockKeys(ctx, tx, t, []int64{from, to}, sqlcc.LockOptions{}); err != nil {
-						return err
-					}
-					o.attempt()
-					a, err := balance(ctx, tx, from)
-					if err != nil {
-						return err
-					}
-					b, err := balance(ctx, tx, to)
-					if err != nil {
-						return err
-					}
-					rc.widen()
-					if err := set(ctx, tx, from, a-transferAmount); err != nil {
-						return err
-					}
-					return set(ctx, tx, to, b+transferAmount)
-				})
-			default:
-				return sqlcc.RunTx(ctx, d.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
-					o.attempt()
-					rc.widen()
-					// Two one-statement updates (the debit bounded at zero)
-					// in one transaction, applied in key order: in the
-					// caller's order two opposite transfers deadlock (S10).
-					debit := func() error {
-						_, err := sqlcc.Add(ctx, tx, t, from, "balance", -transferAmount, 0)
-						return err
-					}
-					credit := func() error {
-						_, err := sqlcc.Add(ctx, tx, t, to, "balance", transferAmount, math.MinInt64)
-						return err
-					}
-					if from < to {
-						return joinFirst(debit, credit)
-					}
-					if err := credit(); err != nil {
-						return err
-					}
-					return debit()
-				})
-			}
+			want[from].Add(-transferAmount)
+			want[to].Add(transferAmount)
+			return nil
 		})
-		total, rerr := d.int(ctx, "SELECT SUM(balance) FROM {accounts}")
-		err = errors.Join(err, rerr)
-		want := int64(accounts * accountBalance)
-		drift := total - want
-		return abs(drift) / transferAmount, fmt.Sprintf("%d accounts of %d, %d transfers of %d: total %d, want %d", accounts, accountBalance, rc.stats.ops.Load(), transferAmount, total, want), err
+		var off, total int64
+		for i := int64(1); i <= accounts; i++ {
+			b, rerr := balance(ctx, d.db, i)
+			err = errors.Join(err, rerr)
+			off += abs(b - want[i].Load())
+			total += b
+		}
+		return off / transferAmount, fmt.Sprintf("%d accounts of %d, %d transfers of %d: balances off by %d in all, total %d (want %d)", accounts, accountBalance, rc.stats.ops.Load(), transferAmount, off, total, accounts*accountBalance), err
+	}
+}
+
+func transferOnce(ctx context.Context, rc *runCtx, impl string, d *database, t sqlcc.Table,
+	balance func(context.Context, sqlcc.DB, int64) (int64, error), set func(context.Context, sqlcc.DB, int64, int64) error,
+	o *op, from, to int64) error {
+	switch impl {
+	case "rmw":
+		o.attempt()
+		a, err := balance(ctx, d.db, from)
+		if err != nil {
+			return err
+		}
+		b, err := balance(ctx, d.db, to)
+		if err != nil {
+			return err
+		}
+		time.Sleep(transferWork * rc.window)
+		if err := set(ctx, d.db, from, a-transferAmount); err != nil {
+			return err
+		}
+		return set(ctx, d.db, to, b+transferAmount)
+	case "lock":
+		return sqlcc.RunTx(ctx, d.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+			if _, err := sqlcc.LockKeys(ctx, tx, t, []int64{from, to}, sqlcc.LockOptions{}); err != nil {
+				return err
+			}
+			o.attempt()
+			a, err := balance(ctx, tx, from)
+			if err != nil {
+				return err
+			}
+			b, err := balance(ctx, tx, to)
+			if err != nil {
+				return err
+			}
+			time.Sleep(transferWork * rc.window)
+			if err := set(ctx, tx, from, a-transferAmount); err != nil {
+				return err
+			}
+			return set(ctx, tx, to, b+transferAmount)
+		})
+	default:
+		return sqlcc.RunTx(ctx, d.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+			o.attempt()
+			time.Sleep(transferWork * rc.window)
+			// Two one-statement updates (the debit bounded at zero)
+			// in one transaction, applied in key order: in the
+			// caller's order two opposite transfers deadlock (S10).
+			debit := func() error {
+				_, err := sqlcc.Add(ctx, tx, t, from, "balance", -transferAmount, 0)
+				return err
+			}
+			credit := func() error {
+				_, err := sqlcc.Add(ctx, tx, t, to, "balance", transferAmount, math.MinInt64)
+				return err
+			}
+			if from < to {
+				return joinFirst(debit, credit)
+			}
+			if err := credit(); err != nil {
+				return err
+			}
+			return debit()
+		})
 	}
 }
 

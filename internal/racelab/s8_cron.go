@@ -35,7 +35,7 @@ func cronScenario() *Scenario {
 				cs = append(cs,
 					Case{Variant: "every scheduler runs it", Kind: Broken, Engine: en, run: cron("none")},
 					Case{Variant: "lock while running", Kind: Broken, Engine: en, run: cron("lock")},
-					Case{Variant: "lock + per-slot marker (singleton)", Kind: Fixed, Engine: en, run: cron("marker")},
+					Case{Variant: "lock + per-slot marker", Kind: Fixed, Engine: en, run: cron("marker")},
 				)
 			}
 			return cs
