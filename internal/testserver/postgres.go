@@ -22,8 +22,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pgBin is where Debian's postgresql-15 package installs the server; it is not on PATH.
-const pgBin = "/usr/lib/postgresql/15/bin"
+// pgBin is where Debian's postgresql package installs the server (not on
+// PATH): /usr/lib/postgresql/<major>/bin, the newest major present; 15 on
+// Debian 12.
+var pgBin = func() string {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestMajor := "/usr/lib/postgresql/15/bin", 0
+	for _, d := range dirs {
+		if major, err := strconv.Atoi(filepath.Base(filepath.Dir(d))); err == nil && major > bestMajor {
+			best, bestMajor = d, major
+		}
+	}
+	return best
+}()
 
 // Postgres returns the DSN of a fresh, empty database for test t, in the PostgreSQL 15 server
 // shared by the test binary:
