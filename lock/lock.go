@@ -103,8 +103,9 @@ type Capabilities struct {
 	Fencing bool
 	// FIFO: waiters are granted the key in the order they started waiting.
 	FIFO bool
-	// LossDetection: the engine can tell a holder that its lease is gone
-	// (beyond the local deadline every TTL backend has).
+	// LossDetection: Refresh learns from the engine that a lease is gone
+	// (taken over after expiry) and ends it, beyond the local deadline
+	// every TTL backend keeps.
 	LossDetection bool
 	// FailoverSafe: losing one engine node cannot grant a key twice.
 	FailoverSafe bool

@@ -110,13 +110,14 @@ var (
 
 func (b *backend) Capabilities() lock.Capabilities {
 	return lock.Capabilities{
-		Name:         "etcd",
-		TTL:          true,
-		Fencing:      true,
-		FIFO:         true,
-		FailoverSafe: true,
-		CrossProcess: true,
-		Notify:       true,
+		Name:          "etcd",
+		TTL:           true,
+		Fencing:       true,
+		FIFO:          true,
+		LossDetection: true, // KeepAliveOnce reports a revoked or expired lease
+		FailoverSafe:  true,
+		CrossProcess:  true,
+		Notify:        true,
 	}
 }
 

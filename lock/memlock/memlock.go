@@ -106,7 +106,7 @@ func (l *Locker) Len() int {
 	return n
 }
 
-var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, FIFO: true, Notify: true}
+var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, FIFO: true, LossDetection: true, Notify: true}
 
 const shardCount = 64
 
