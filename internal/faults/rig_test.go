@@ -258,7 +258,7 @@ func etcdClient(t testing.TB, endpoints []string) *clientv3.Client {
 }
 
 // etcdProbe reads owner's key and the remaining TTL of its etcd lease
-// (whole seconds, as etcd reports it).
+// (whole seconds, rounded down, as etcd reports it).
 func etcdProbe(ctx context.Context, cli *clientv3.Client, key, owner string) (time.Duration, bool, error) {
 	resp, err := cli.Get(ctx, etcdlock.DefaultPrefix+key+"\x00"+owner)
 	if err != nil || len(resp.Kvs) == 0 {
@@ -268,7 +268,8 @@ func etcdProbe(ctx context.Context, cli *clientv3.Client, key, owner string) (ti
 	if err != nil {
 		return 0, false, err
 	}
-	return time.Duration(ttl.TTL) * time.Second, ttl.TTL > 0, nil
+	// TTL is -1 once the lease expired; 0 while less than a second is left.
+	return time.Duration(ttl.TTL) * time.Second, ttl.TTL >= 0, nil
 }
 
 func etcdRig(t *testing.T, members int) (*rig, *testserver.EtcdCluster, *clientv3.Client) {
