@@ -26,4 +26,19 @@ for mod in . bench; do
 	echo "test.sh: module ${mod}"
 	(cd "$mod" && go mod download && go vet ./... && go test -race -timeout 25m ./...)
 done
+# Every parser is fuzzed for a bounded time; a crash fails the run and
+# leaves its input in the package's testdata/fuzz.
+fuzz=(
+	"FuzzValidateKey ./lock"
+	"FuzzFileName ./lock/filelock"
+	"FuzzParseETags ./httpcc"
+	"FuzzParseVersion ./httpcc"
+	"FuzzCheck ./httpcc"
+	"FuzzIdentifier ./sqlcc"
+)
+for f in "${fuzz[@]}"; do
+	read -r name pkg <<<"$f"
+	echo "test.sh: fuzz ${name} ${pkg}"
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "${HAITA_FUZZTIME:-10s}" "$pkg"
+done
 echo "test.sh: all tests passed in $(($(date +%s) - start))s"
