@@ -60,7 +60,11 @@ func (l *Locker) init() {
 }
 
 // Acquire waits until key is free and returns its lease; see
-// [lock.Locker.Acquire]. Waiters are served in arrival order.
+// [lock.Locker.Acquire]. Waiters queue in arrival order; a goroutine that
+// finds the key free may take it before the first waiter wakes, as with
+// sync.Mutex, until that waiter has lost for a millisecond: then the next
+// release hands the key to it directly. So a hot key keeps its throughput
+// and no waiter starves.
 func (l *Locker) Acquire(ctx context.Context, key string) (*lock.Lease, error) {
 	l.init()
 	if l.err != nil {
@@ -79,7 +83,8 @@ func (l *Locker) TryAcquire(ctx context.Context, key string) (*lock.Lease, error
 	return l.core.TryAcquire(ctx, key)
 }
 
-// Capabilities reports TTL, fencing, FIFO and notification; memlock is not
+// Capabilities reports TTL, fencing, loss detection and notification;
+// memlock is not strictly FIFO (see Acquire) and not cross-process.
 // cross-process.
 func (l *Locker) Capabilities() lock.Capabilities { return caps }
 
@@ -106,9 +111,14 @@ func (l *Locker) Len() int {
 	return n
 }
 
-var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, FIFO: true, LossDetection: true, Notify: true}
+var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, LossDetection: true, Notify: true}
 
 const shardCount = 64
+
+// starveAfter is how long the first waiter may lose the key to arriving
+// goroutines before a release hands the key to it directly, as sync.Mutex
+// switches to starvation mode.
+const starveAfter = time.Millisecond
 
 type backend struct {
 	seed   maphash.Seed
@@ -123,20 +133,26 @@ type shard struct {
 	_    [40]byte // keep shards on separate cache lines
 }
 
-// entry is a held key. expires is on the monotonic clock; zero: never.
+// entry is a key that is held or waited for.
 type entry struct {
-	owner   lock.Owner
-	holder  string
-	token   lock.Token
-	expires time.Time
-	waiters []*waiter
+	held     bool
+	owner    lock.Owner
+	holder   string
+	token    lock.Token
+	expires  time.Time // on the monotonic clock; zero: never
+	waiters  []*waiter // in arrival order
+	woken    bool      // the first waiter was told the key is free and has not looked yet
+	starving bool      // the first waiter lost too long: the next release hands over to it
 }
 
 type waiter struct {
-	owner   lock.Owner
-	holder  string
-	ttl     time.Duration
-	granted chan lock.Token // buffered; receives the token when handed the key
+	owner  lock.Owner
+	holder string
+	ttl    time.Duration
+	since  time.Time
+	// ch receives a token when the key is handed over, or 0 when the key
+	// became free and the waiter should take it if it still can.
+	ch chan lock.Token
 }
 
 var entryPool = sync.Pool{New: func() any { return new(entry) }}
@@ -156,115 +172,33 @@ func expiry(now time.Time, ttl time.Duration) time.Time {
 	return now.Add(ttl)
 }
 
-func (e *entry) expired(now time.Time) bool { return !e.expires.IsZero() && !now.Before(e.expires) }
+func (e *entry) expired(now time.Time) bool {
+	return e.held && !e.expires.IsZero() && !now.Before(e.expires)
+}
 
-func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
-	s := b.shard(req.Key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[req.Key]
-	var now time.Time
-	if e != nil || req.TTL > 0 {
-		now = time.Now()
-	}
-	if e != nil && !e.expired(now) {
-		return lock.Grant{}, held(req.Key, e, now)
-	}
-	if e != nil && len(e.waiters) > 0 {
-		// Expired with waiters queued: the first waiter gets it, not us.
-		s.handoff(req.Key, e, &b.tokens, now)
-		return lock.Grant{}, held(req.Key, e, now)
-	}
+// take gives e to an owner. s.mu is held.
+func (b *backend) take(e *entry, owner lock.Owner, holder string, ttl time.Duration, now time.Time) lock.Token {
+	e.held, e.owner, e.holder, e.expires = true, owner, holder, expiry(now, ttl)
+	e.token = lock.Token(b.tokens.Add(1))
+	return e.token
+}
+
+// get returns key's entry, creating it. s.mu is held.
+func (s *shard) get(key string) *entry {
+	e := s.m[key]
 	if e == nil {
 		e = entryPool.Get().(*entry)
-		s.m[req.Key] = e
+		s.m[key] = e
 		s.peak = max(s.peak, len(s.m))
 	}
-	e.owner, e.holder, e.token, e.expires = req.Owner, req.Holder, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
-	return lock.Grant{Token: e.token}, nil
+	return e
 }
 
-func held(key string, e *entry, now time.Time) error {
-	he := &lock.HeldError{Key: key, Holder: e.holder}
-	if !e.expires.IsZero() {
-		he.ExpiresAt = time.Now().Add(e.expires.Sub(now))
-	}
-	return he
-}
-
-// Wait queues req behind the holder and returns when the key is handed to
-// it.
-func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	s := b.shard(req.Key)
-	w := &waiter{owner: req.Owner, holder: req.Holder, ttl: req.TTL, granted: make(chan lock.Token, 1)}
-	s.mu.Lock()
-	e := s.m[req.Key]
-	now := time.Now()
-	if e == nil {
-		e = entryPool.Get().(*entry)
-		e.owner, e.holder, e.token, e.expires = req.Owner, req.Holder, lock.Token(b.tokens.Add(1)), expiry(now, req.TTL)
-		s.m[req.Key] = e
-		s.mu.Unlock()
-		return lock.Grant{Token: e.token}, nil
-	}
-	e.waiters = append(e.waiters, w)
-	if e.expired(now) {
-		s.handoff(req.Key, e, &b.tokens, now)
-	}
-	s.mu.Unlock()
-
-	var timer *time.Timer
-	var timeout <-chan time.Time
-	for {
-		s.mu.Lock()
-		if timer != nil {
-			timer.Stop()
-		}
-		timeout = nil
-		if e := s.m[req.Key]; e != nil && e.owner != req.Owner && !e.expires.IsZero() {
-			timer = time.NewTimer(time.Until(e.expires))
-			timeout = timer.C
-		}
-		s.mu.Unlock()
-		select {
-		case tok := <-w.granted:
-			if timer != nil {
-				timer.Stop()
-			}
-			return lock.Grant{Token: tok}, nil
-		case <-timeout:
-			// The holder's TTL passed without a release: hand the key on.
-			s.mu.Lock()
-			if e := s.m[req.Key]; e != nil && e.expired(time.Now()) {
-				s.handoff(req.Key, e, &b.tokens, time.Now())
-			}
-			s.mu.Unlock()
-		case <-ctx.Done():
-			s.mu.Lock()
-			var queue []*waiter
-			if e := s.m[req.Key]; e != nil {
-				queue = e.waiters
-			}
-			for i, x := range queue {
-				if x == w {
-					e := s.m[req.Key]
-					e.waiters = append(e.waiters[:i], e.waiters[i+1:]...)
-					s.mu.Unlock()
-					return lock.Grant{}, ctx.Err()
-				}
-			}
-			s.mu.Unlock()
-			// Granted while the context ended: give it back.
-			<-w.granted
-			b.release(req.Key, req.Owner)
-			return lock.Grant{}, ctx.Err()
-		}
-	}
-}
-
-// handoff passes e to its first waiter, or deletes it when nobody waits.
-// s.mu is held.
-func (s *shard) handoff(key string, e *entry, tokens *atomic.Uint64, now time.Time) {
+// free ends the current holding of e: the entry goes away when nobody
+// waits, a starving first waiter gets the key directly, otherwise the first
+// waiter is woken to take it. s.mu is held.
+func (b *backend) free(s *shard, key string, e *entry, now time.Time) {
+	e.held, e.owner, e.holder, e.expires = false, lock.Owner{}, "", time.Time{}
 	if len(e.waiters) == 0 {
 		delete(s.m, key)
 		*e = entry{waiters: e.waiters[:0]}
@@ -276,11 +210,200 @@ func (s *shard) handoff(key string, e *entry, tokens *atomic.Uint64, now time.Ti
 		return
 	}
 	w := e.waiters[0]
-	copy(e.waiters, e.waiters[1:])
-	e.waiters[len(e.waiters)-1] = nil
-	e.waiters = e.waiters[:len(e.waiters)-1]
-	e.owner, e.holder, e.token, e.expires = w.owner, w.holder, lock.Token(tokens.Add(1)), expiry(now, w.ttl)
-	w.granted <- e.token
+	if e.starving {
+		e.waiters = remove(e.waiters, w)
+		e.starving = false
+		if e.woken {
+			// Drop the wake-up if it is still pending (the waiter may have
+			// taken it and be waiting for s.mu): the key comes with this send.
+			select {
+			case <-w.ch:
+			default:
+			}
+			e.woken = false
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		w.ch <- b.take(e, w.owner, w.holder, w.ttl, now)
+		return
+	}
+	if !e.woken {
+		e.woken = true
+		w.ch <- 0
+	}
+}
+
+func remove(ws []*waiter, w *waiter) []*waiter {
+	for i, x := range ws {
+		if x == w {
+			copy(ws[i:], ws[i+1:])
+			ws[len(ws)-1] = nil
+			return ws[:len(ws)-1]
+		}
+	}
+	return ws
+}
+
+func queued(ws []*waiter, w *waiter) bool {
+	for _, x := range ws {
+		if x == w {
+			return true
+		}
+	}
+	return false
+}
+
+// Try takes key if it is free. It may overtake queued waiters, as
+// sync.Mutex lets a running goroutine overtake, unless the first waiter has
+// been starving.
+func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
+	s := b.shard(req.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[req.Key]
+	var now time.Time
+	if e != nil || req.TTL > 0 {
+		now = time.Now()
+	}
+	if e != nil && e.expired(now) {
+		b.free(s, req.Key, e, now)
+		e = s.m[req.Key]
+	}
+	if e == nil {
+		e = s.get(req.Key)
+		return lock.Grant{Token: b.take(e, req.Owner, req.Holder, req.TTL, now)}, nil
+	}
+	if e.held || e.starving {
+		return lock.Grant{}, held(req.Key, e, now)
+	}
+	return lock.Grant{Token: b.take(e, req.Owner, req.Holder, req.TTL, now)}, nil
+}
+
+func held(key string, e *entry, now time.Time) error {
+	he := &lock.HeldError{Key: key, Holder: e.holder}
+	if e.held && !e.expires.IsZero() {
+		he.ExpiresAt = time.Now().Add(e.expires.Sub(now))
+	}
+	return he
+}
+
+// Wait queues req and returns when it holds the key.
+func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	s := b.shard(req.Key)
+	now := time.Now()
+	w := &waiter{owner: req.Owner, holder: req.Holder, ttl: req.TTL, since: now, ch: make(chan lock.Token, 1)}
+	s.mu.Lock()
+	e := s.get(req.Key)
+	if e.expired(now) {
+		b.free(s, req.Key, e, now)
+		e = s.get(req.Key)
+	}
+	if !e.held && !e.starving && len(e.waiters) == 0 {
+		tok := b.take(e, req.Owner, req.Holder, req.TTL, now)
+		s.mu.Unlock()
+		return lock.Grant{Token: tok}, nil
+	}
+	e.waiters = append(e.waiters, w)
+	if !e.held && !e.woken && len(e.waiters) == 1 {
+		e.woken = true // free with nobody woken: look at once
+		w.ch <- 0
+	}
+	s.mu.Unlock()
+
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var expire <-chan time.Time
+		s.mu.Lock()
+		if e := s.m[req.Key]; e != nil && e.held && !e.expires.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(time.Until(e.expires))
+			} else {
+				timer.Reset(time.Until(e.expires))
+			}
+			expire = timer.C
+		}
+		s.mu.Unlock()
+		select {
+		case tok := <-w.ch:
+			if tok > 0 {
+				return lock.Grant{Token: tok}, nil
+			}
+			s.mu.Lock()
+			e := s.m[req.Key]
+			if !queued(e.waiters, w) {
+				// Handed over after the wake-up was dropped for it.
+				s.mu.Unlock()
+				return lock.Grant{Token: <-w.ch}, nil
+			}
+			e.woken = false
+			now := time.Now()
+			if e.expired(now) {
+				b.free(s, req.Key, e, now)
+				if !queued(e.waiters, w) {
+					s.mu.Unlock()
+					return lock.Grant{Token: <-w.ch}, nil
+				}
+				e.woken = false
+				select { // free woke us again; we look now
+				case <-w.ch:
+				default:
+				}
+			}
+			if !e.held {
+				e.waiters = remove(e.waiters, w)
+				e.starving = false
+				tok := b.take(e, req.Owner, req.Holder, req.TTL, now)
+				s.mu.Unlock()
+				return lock.Grant{Token: tok}, nil
+			}
+			if now.Sub(w.since) > starveAfter {
+				e.starving = true
+			}
+			s.mu.Unlock()
+		case <-expire:
+			// The holder's TTL passed without a release: free the key.
+			s.mu.Lock()
+			if e := s.m[req.Key]; e != nil && e.expired(time.Now()) {
+				b.free(s, req.Key, e, time.Now())
+			}
+			s.mu.Unlock()
+		case <-ctx.Done():
+			s.mu.Lock()
+			e := s.m[req.Key]
+			if !queued(e.waiters, w) {
+				// Granted as the context ended: give it back.
+				s.mu.Unlock()
+				tok := <-w.ch
+				_ = b.release(req.Key, req.Owner)
+				_ = tok
+				return lock.Grant{}, ctx.Err()
+			}
+			first := e.waiters[0] == w
+			e.waiters = remove(e.waiters, w)
+			if first {
+				e.starving = false
+				if e.woken {
+					e.woken = false
+					select {
+					case <-w.ch:
+					default:
+					}
+				}
+				if !e.held {
+					// Pass the turn on, or drop the entry when nobody is left.
+					b.free(s, req.Key, e, time.Time{})
+				}
+			}
+			s.mu.Unlock()
+			return lock.Grant{}, ctx.Err()
+		}
+	}
 }
 
 func (b *backend) Refresh(_ context.Context, req lock.Request) error {
@@ -289,7 +412,7 @@ func (b *backend) Refresh(_ context.Context, req lock.Request) error {
 	defer s.mu.Unlock()
 	e := s.m[req.Key]
 	now := time.Now()
-	if e == nil || e.owner != req.Owner || e.expired(now) {
+	if e == nil || !e.held || e.owner != req.Owner || e.expired(now) {
 		return lock.ErrNotHeld
 	}
 	e.expires = expiry(now, req.TTL)
@@ -305,18 +428,18 @@ func (b *backend) release(key string, owner lock.Owner) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[key]
-	if e == nil || e.owner != owner {
+	if e == nil || !e.held || e.owner != owner {
 		return lock.ErrNotHeld
 	}
 	var now time.Time
-	if !e.expires.IsZero() || len(e.waiters) > 0 {
+	if !e.expires.IsZero() {
 		now = time.Now()
 	}
 	if e.expired(now) {
 		// Expired: it is free already; pass it on, but this was no release.
-		s.handoff(key, e, &b.tokens, now)
+		b.free(s, key, e, now)
 		return lock.ErrNotHeld
 	}
-	s.handoff(key, e, &b.tokens, now)
+	b.free(s, key, e, now)
 	return nil
 }
