@@ -187,3 +187,52 @@ func TestHeldErrorNamesHolder(t *testing.T) {
 		t.Errorf("TryAcquire = %v, want a HeldError naming worker-1", err)
 	}
 }
+
+// TestHotKeyNoStarvation has 8 goroutines take turns on one key as fast as
+// they can: running goroutines may overtake woken waiters, but a waiter that
+// lost for a millisecond gets the key handed over, so every goroutine gets
+// a fair part.
+func TestHotKeyNoStarvation(t *testing.T) {
+	var l memlock.Locker
+	const workers = 8
+	var counts [workers]int
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				le, err := l.Acquire(t.Context(), "hot")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				counts[i]++
+				for range 100 { // a short critical section
+					_ = time.Now()
+				}
+				_ = le.Release(t.Context())
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	total := 0
+	for _, c := range counts {
+		total += c
+	}
+	t.Logf("acquires per goroutine: %v", counts)
+	for i, c := range counts {
+		if c < total/workers/10 {
+			t.Errorf("goroutine %d got %d of %d acquires: starved", i, c, total)
+		}
+	}
+	if l.Len() != 0 {
+		t.Errorf("Len = %d after all released", l.Len())
+	}
+}
