@@ -113,7 +113,8 @@ func TestMariaDB(t *testing.T) {
 }
 
 // TestRedis runs the Redis lock across processes, the deadlock on Redis
-// locks and the paused holder on Redis and Redlock.
+// locks, the cron job on a redislock lease and the paused holder on Redis
+// and Redlock.
 func TestRedis(t *testing.T) {
 	single := testserver.Redis(t, testserver.RedisOptions{})
 	var quorum []string
@@ -123,8 +124,8 @@ func TestRedis(t *testing.T) {
 	check(t, racelab.Config{Engines: []string{racelab.Redis, racelab.Redlock}, Redis: single.Addr(), Redlock: quorum})
 }
 
-// TestEtcd runs the etcd lock across processes and the paused holder on
-// an etcd lease.
+// TestEtcd runs the etcd lock across processes, the cron job on an
+// etcdlock lease and the paused holder on an etcd lease.
 func TestEtcd(t *testing.T) {
 	check(t, racelab.Config{Engines: []string{racelab.Etcd}, Etcd: testserver.Etcd(t, 1).Endpoints()})
 }
