@@ -184,7 +184,7 @@ func networkFaults(t *testing.T, n *netRig) {
 		key := uniqueKey(t, "beyond")
 		l := n.proxied(t, lock.Options{TTL: ttl})
 		_, _ = l.TryAcquire(context.Background(), "warm-up/"+key)
-		remove := toxic(t, n.p, "latency", "downstream", fmt.Sprintf(`"latency":%d`, (ttl + ttl/5).Milliseconds()))
+		remove := toxic(t, n.p, "latency", "downstream", fmt.Sprintf(`"latency":%d`, (ttl+ttl/5).Milliseconds()))
 		le, err := l.TryAcquire(context.Background(), key)
 		remove()
 		if err != nil {
