@@ -25,12 +25,31 @@
 //
 // Each Locker keeps one dedicated connection that LISTENs on a channel named
 // after the table, opened on the first wait and closed by Close. The
-// notification's payload is the key; the Locker wakes one local waiter of
-// that key per notification (the others stay asleep rather than all racing
-// for the row). A wait whose wake-up was lost — the listening connection
-// broke, or the woken waiter gave up — is covered by the poll fallback
-// (lock.Options.PollInterval, 1s by default) and by the holder's expiry,
-// which a HeldError reports.
+// notification's payload is the key.
+//
+// The waiters of one Locker queue per key in the order they came (FIFO
+// within a Locker): only the first asks the database, and is woken by a
+// notification; the others wait behind it without a round trip, and an
+// Acquire or TryAcquire of the same Locker on a key it has waiters for is
+// told the key is held without asking. A release by the same Locker hands
+// the key straight to the first waiter in one statement — an UPDATE that
+// sets the waiter's owner value, holder and expiry and draws a new token
+// from the sequence, with no NOTIFY since the row never becomes free — so a
+// handoff costs one commit instead of a release, a notification and an
+// acquire, and a goroutine that releases and at once acquires again cannot
+// barge ahead of goroutines that have been waiting. The handed-over lease's
+// local deadline counts from when that UPDATE was sent. A key handed to a
+// waiter that gave up in the meantime is released again. After 8 handoffs
+// in a row a release frees the row and notifies, so waiters in other
+// processes get a turn; they compete with the Locker's first waiter as
+// usual, so the order across processes is not FIFO
+// (lock.Capabilities.FIFO is false).
+//
+// A wait whose wake-up was lost — the listening connection broke, or the
+// holder's lease ended without a release — is covered by the poll fallback (lock.Options.PollInterval, 1s by default) and by the
+// holder's expiry, which a HeldError reports. An acquire statement whose
+// caller gave up is left to finish and its grant, if any, released, since
+// the server runs it anyway.
 //
 // # The table
 //

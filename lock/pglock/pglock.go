@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -161,10 +163,12 @@ func newLocker(c client, opts Options) (lock.Locker, error) {
 		return nil, err
 	}
 	b := &backend{c: c, n: n}
+	b.bg, b.stop = context.WithCancel(context.Background())
 	b.acquireSQL = fmt.Sprintf(acquireSQL, n.table, n.seqText)
 	b.refreshSQL = fmt.Sprintf(refreshSQL, n.table)
 	b.releaseSQL = fmt.Sprintf(releaseSQL, n.table)
-	b.l = newListener(c, n.channel)
+	b.handoffSQL = fmt.Sprintf(handoffSQL, n.table, n.seqText)
+	b.l = newListener(c, n.channel, b.releaseOrphan)
 	return lock.New(b, opts.Options)
 }
 
@@ -210,6 +214,19 @@ WHERE key = $1 AND owner = $2 AND expires_at > now()`
 	RETURNING key
 )
 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM (SELECT pg_notify($3, key) FROM r) n)`
+
+	// A release that hands the key to another owner ($3, holder $4, TTL $5
+	// microseconds) of the same Locker: the row never becomes free, so
+	// nobody is notified. The token is drawn under the row lock, like the
+	// acquire's UPDATE branch. Returns the new token, or 0 when $2 does not
+	// hold the key.
+	handoffSQL = `WITH h AS (
+	UPDATE %[1]s SET owner = $3, holder = $4, token = nextval(%[2]s),
+		expires_at = now() + $5::bigint * interval '1 microsecond'
+	WHERE key = $1 AND owner = $2 AND expires_at > now()
+	RETURNING token
+)
+SELECT coalesce((SELECT token FROM h), 0)`
 )
 
 // backend implements lock.Backend and lock.Notifier.
@@ -220,6 +237,13 @@ type backend struct {
 	acquireSQL string
 	refreshSQL string
 	releaseSQL string
+	handoffSQL string
+
+	bg     context.Context // for statements acquire leaves running; ends with Close
+	stop   context.CancelFunc
+	mu     sync.Mutex
+	wg     sync.WaitGroup // statements acquire left running
+	closed bool
 }
 
 var (
@@ -229,9 +253,12 @@ var (
 
 func (b *backend) Capabilities() lock.Capabilities {
 	return lock.Capabilities{
-		Name:         "postgres",
-		TTL:          true,
-		Fencing:      true,
+		Name:    "postgres",
+		TTL:     true,
+		Fencing: true,
+		// Waiters of one Locker are served in order; other processes'
+		// waiters race them when a release frees the key.
+		FIFO:         false,
 		CrossProcess: true,
 		Notify:       true,
 	}
@@ -240,6 +267,64 @@ func (b *backend) Capabilities() lock.Capabilities {
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	g, v, s := b.l.gate(ctx, req)
+	switch v {
+	case handedOver:
+		return g, nil
+	case queued:
+		return lock.Grant{}, &lock.HeldError{Key: req.Key}
+	}
+	g, err := b.acquire(ctx, req)
+	if err == nil && s != nil {
+		b.l.granted(s)
+	}
+	return g, err
+}
+
+// acquire runs the acquire statement without abandoning it when ctx ends:
+// the server runs a statement whose client gave up, and a grant committed
+// after the Locker's cleanup release would block the key for a TTL. When
+// ctx ends first, acquire returns ctx's error at once and the statement
+// finishes in the background (within the TTL, after which any grant has
+// expired, or until Close), releasing what it may have taken.
+func (b *backend) acquire(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	b.mu.Lock()
+	if ctx.Done() == nil || b.closed {
+		b.mu.Unlock()
+		return b.acquireRow(ctx, req)
+	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	type result struct {
+		g   lock.Grant
+		err error
+	}
+	res := make(chan result)
+	left := make(chan struct{})
+	go func() {
+		defer b.wg.Done()
+		sctx, cancel := context.WithTimeout(b.bg, req.TTL)
+		defer cancel()
+		g, err := b.acquireRow(sctx, req)
+		select {
+		case res <- result{g, err}:
+		case <-left:
+			if !errors.Is(err, lock.ErrNotAcquired) {
+				b.releaseOrphan(req)
+			}
+		}
+	}()
+	select {
+	case r := <-res:
+		return r.g, r.err
+	case <-ctx.Done():
+		close(left)
+		return lock.Grant{}, fmt.Errorf("pglock: acquire: %w", ctx.Err())
+	}
+}
+
+// acquireRow runs the acquire statement with ctx.
+func (b *backend) acquireRow(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	var token, remaining int64
 	var holder string
 	sent := time.Now()
@@ -269,7 +354,42 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
+// Release hands the key straight to the first local waiter when it has made
+// itself known (see queue.go), and frees it otherwise.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	next, nextReq := b.l.pickHandoff(req)
+	if next == nil {
+		return b.release(ctx, req)
+	}
+	var token int64
+	sent := time.Now()
+	err := b.c.queryRow(ctx, b.handoffSQL, req.Key, req.Owner.String(),
+		nextReq.Owner.String(), nextReq.Holder, nextReq.TTL.Microseconds()).Scan(&token)
+	switch {
+	case err == nil && token > 0:
+		b.l.handed(next, lock.Grant{Token: lock.Token(token)}, sent)
+		return nil
+	case err == nil:
+		b.l.notHanded(next)
+		return fmt.Errorf("pglock: release %q: %w", req.Key, lock.ErrNotHeld)
+	default:
+		// The key may have gone to next: take it back.
+		b.releaseOrphan(nextReq)
+		b.l.notHanded(next)
+		return fmt.Errorf("pglock: release: %w", err)
+	}
+}
+
+// releaseOrphan frees a key that may have been handed to a waiter that
+// left, with a fresh context: the caller's may be why the waiter left.
+func (b *backend) releaseOrphan(req lock.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.release(ctx, req)
+}
+
+// release frees the key if req.Owner holds it and notifies waiters.
+func (b *backend) release(ctx context.Context, req lock.Request) error {
 	var released, notified int64
 	err := b.c.queryRow(ctx, b.releaseSQL, req.Key, req.Owner.String(), b.n.channel).Scan(&released, &notified)
 	if err != nil {
@@ -285,8 +405,15 @@ func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription,
 	return b.l.subscribe(ctx, key)
 }
 
+// Close stops the listener and the statements acquire left running, and
+// waits for them.
 func (b *backend) Close() error {
 	b.l.close()
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.stop()
+	b.wg.Wait()
 	return nil
 }
 

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -336,4 +339,255 @@ func killedHolderChild(t *testing.T, dsn string) {
 	fmt.Printf("TOKEN %d\n", le.Token())
 	<-le.Done() // killed before this returns
 	t.Fatalf("child's lease ended: %v", le.Err())
+}
+
+func newLocker(t testing.TB, pool *pgxpool.Pool, opts pglock.Options) lock.Locker {
+	t.Helper()
+	l, err := pglock.New(pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// hotKey is a run of goroutines that each take key again as soon as they let
+// it go, until stop.
+type hotKey struct {
+	mu        sync.Mutex
+	grants    atomic.Int64 // grants so far, by every goroutine
+	counts    []int        // grants per goroutine
+	waits     []time.Duration
+	overtakes []int64      // per wait but each goroutine's first: grants to others meanwhile
+	tokens    []lock.Token // in the order the leases were granted
+	inside    atomic.Int32
+}
+
+// run starts workers goroutines on l and returns a function that waits for
+// them. Goroutine i is recorded as first+i; pause is slept after each
+// release.
+func (h *hotKey) run(t *testing.T, l lock.Locker, key string, first, workers int, pause time.Duration, stop time.Time) func() {
+	var wg sync.WaitGroup
+	h.mu.Lock()
+	for len(h.counts) < first+workers {
+		h.counts = append(h.counts, 0)
+	}
+	h.mu.Unlock()
+	for i := range workers {
+		g := first + i
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				before := h.grants.Load()
+				start := time.Now()
+				le, err := l.Acquire(t.Context(), key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				w := time.Since(start)
+				if h.inside.Add(1) != 1 {
+					t.Error("two holders at once")
+				}
+				n := h.grants.Add(1)
+				h.mu.Lock()
+				h.counts[g]++
+				h.waits = append(h.waits, w)
+				if h.counts[g] > 1 { // the first wait includes the start
+					h.overtakes = append(h.overtakes, n-1-before)
+				}
+				h.tokens = append(h.tokens, le.Token())
+				h.mu.Unlock()
+				h.inside.Add(-1)
+				if err := le.Release(t.Context()); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(pause)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+func (h *hotKey) log(t *testing.T) {
+	waits := slices.Clone(h.waits)
+	slices.Sort(waits)
+	n := len(waits)
+	if n == 0 || len(h.overtakes) == 0 {
+		t.Fatal("too few grants")
+	}
+	over := slices.Clone(h.overtakes)
+	slices.Sort(over)
+	t.Logf("%d grants; shares %v; wait p50 %v p99 %v max %v; grants to others during one wait: p99 %d max %d",
+		n, h.counts, waits[n/2], waits[n*99/100], waits[n-1], over[len(over)*99/100], over[len(over)-1])
+}
+
+// TestHotKeyFair runs 8 goroutines of one Locker on one key, each taking it
+// again at once after releasing it. The Locker serves them in turn: nobody
+// is starved, and while one waits the others get the key at most about once
+// each.
+func TestHotKeyFair(t *testing.T) {
+	pool := openPool(t, "")
+	l := newLocker(t, pool, pglock.Options{})
+	const workers = 8
+	var h hotKey
+	h.run(t, l, "hot", 0, workers, 0, time.Now().Add(2*time.Second))()
+	h.log(t)
+	total := len(h.waits)
+	for g, n := range h.counts {
+		if n < total/workers/3 {
+			t.Errorf("goroutine %d got the key %d times of %d: starved", g, n, total)
+		}
+	}
+	// In turn, a waiter sees the 7 others ahead of it get the key. A
+	// goroutine descheduled between starting to wait and joining the queue
+	// sees more, so the bound on the worst wait is loose.
+	over := slices.Clone(h.overtakes)
+	slices.Sort(over)
+	if p99 := over[len(over)*99/100]; p99 > workers {
+		t.Errorf("99th percentile of grants to others during one wait is %d, want at most %d", p99, workers)
+	}
+	if m := over[len(over)-1]; m > 4*workers {
+		t.Errorf("a goroutine waited while others got the key %d times", m)
+	}
+}
+
+// TestHandoffTokens checks that the tokens of a hot key strictly increase
+// when releases hand the key from goroutine to goroutine, and that most
+// grants are handoffs: only about one release in maxHandoffs+1 notifies.
+func TestHandoffTokens(t *testing.T) {
+	pool := openPool(t, "")
+	l := newLocker(t, pool, pglock.Options{})
+	notifies := countNotifications(t, pool, "tokens")
+	var h hotKey
+	h.run(t, l, "tokens", 0, 8, 0, time.Now().Add(time.Second))()
+	h.log(t)
+	for i := 1; i < len(h.tokens); i++ {
+		if h.tokens[i] <= h.tokens[i-1] {
+			t.Fatalf("grant %d has token %d after %d", i, h.tokens[i], h.tokens[i-1])
+		}
+	}
+	n := notifies()
+	t.Logf("%d notifications for %d grants", n, len(h.tokens))
+	if n > len(h.tokens)/4 {
+		t.Errorf("%d notifications for %d grants: releases did not hand the key over", n, len(h.tokens))
+	}
+}
+
+// countNotifications listens on the default table's channel and returns a
+// function that reports how many releases of key were notified so far.
+func countNotifications(t *testing.T, pool *pgxpool.Pool, key string) func() int {
+	t.Helper()
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), "LISTEN "+pglock.DefaultTable); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var n atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := conn.Conn().WaitForNotification(ctx)
+			if err != nil {
+				return
+			}
+			if m.Payload == key {
+				n.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = conn.Hijack().Close(context.Background())
+	})
+	return func() int { return int(n.Load()) }
+}
+
+// TestOtherLockerNotStarved runs 8 goroutines of one Locker on a hot key
+// and one goroutine of a second Locker, another process as far as the
+// database can tell. Handoffs within the first Locker are bounded, so the
+// second one gets the key again and again.
+func TestOtherLockerNotStarved(t *testing.T) {
+	pool := openPool(t, "")
+	a := newLocker(t, pool, pglock.Options{})
+	b := newLocker(t, pool, pglock.Options{Options: lock.Options{PollInterval: time.Minute}})
+	var h hotKey
+	stop := time.Now().Add(2 * time.Second)
+	waitA := h.run(t, a, "shared", 0, 8, 0, stop)
+	waitB := h.run(t, b, "shared", 8, 1, 2*time.Millisecond, stop)
+	waitA()
+	waitB()
+	h.log(t)
+	if h.counts[8] < 10 {
+		t.Errorf("the second Locker got the key %d times of %d", h.counts[8], len(h.waits))
+	}
+	for i := 1; i < len(h.tokens); i++ {
+		if h.tokens[i] <= h.tokens[i-1] {
+			t.Fatalf("grant %d has token %d after %d", i, h.tokens[i], h.tokens[i-1])
+		}
+	}
+}
+
+// TestHandoffToLeavingWaiter cancels waiters while the key is being handed
+// to them, or after it was handed to them but before they took it: a key
+// handed to a waiter that left must be freed, not left blocked until its
+// TTL.
+func TestHandoffToLeavingWaiter(t *testing.T) {
+	pool := openPool(t, "")
+	l := newLocker(t, pool, pglock.Options{Options: lock.Options{TTL: time.Minute}})
+	ctx := t.Context()
+	held := func() bool {
+		var n int
+		err := pool.QueryRow(ctx, "SELECT count(*) FROM haita_locks WHERE key = 'leaving' AND expires_at > now()").Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	var got, left int
+	for i := range 50 {
+		le, err := l.Acquire(ctx, "leaving")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			le2, err := l.Acquire(wctx, "leaving")
+			if err == nil {
+				err = le2.Release(ctx)
+			}
+			done <- err
+		}()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		// The waiter leaves while the release is on its way, or just after
+		// the release handed it the key.
+		if i%2 == 0 {
+			go cancel()
+			_ = le.Release(ctx)
+		} else {
+			_ = le.Release(ctx)
+			cancel()
+		}
+		switch err := <-done; {
+		case err == nil:
+			got++
+		case errors.Is(err, context.Canceled):
+			left++
+		default:
+			t.Fatal(err)
+		}
+		cancel()
+		for deadline := time.Now().Add(5 * time.Second); held(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the key is still held 5s after its waiter left", i)
+			}
+		}
+	}
+	t.Logf("%d waiters got the key, %d left", got, left)
 }
