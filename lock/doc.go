@@ -45,7 +45,8 @@
 //	ErrWaitLimit     Acquire waited Options.WaitLimit without getting the key
 //	context.Canceled / context.DeadlineExceeded   the caller's context ended
 //	ErrNotHeld       Release or Refresh by a lease that no longer holds its key
-//	ErrLost          a lease ended without Release (expired, refresh failed, taken over)
+//	ErrLost          a lease ended without Release (expired, refresh failed, taken over);
+//	                 from Acquire: the grant came after its own local deadline and was given back
 //	ErrReleased      a lease's Err after a successful Release
 //	ErrIndeterminate the engine may or may not have applied the request; haita cleaned up
 //	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)

@@ -325,7 +325,9 @@ type Subscription interface {
 // engines). Acquire calls Try first and Wait only when Try found the key
 // held. Wait blocks until req.Key is granted to req.Owner or ctx ends; on
 // ctx's end it must leave nothing behind and return ctx.Err() (a grant that
-// raced with the end must be released by Wait itself).
+// raced with the end must be released by Wait itself). The Grant's Validity
+// counts from the call of Wait; zero means a full TTL from then, which is
+// right only for a grant made at once.
 type Queuer interface {
 	Wait(ctx context.Context, req Request) (Grant, error)
 }

@@ -93,7 +93,7 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
-		return l.grant(req, g, start, start), nil
+		return l.grant(req, g, start, start)
 	}
 	if !errors.Is(err, ErrNotAcquired) {
 		return nil, l.failed(ctx, req, err)
@@ -146,9 +146,10 @@ func (l *locker) waitErr(ctx, wctx context.Context, key string, start time.Time)
 func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Time) (*Lease, error) {
 	wctx, done := l.waitContext(ctx)
 	defer done()
+	sent := time.Now()
 	g, err := q.Wait(wctx, req)
 	if err == nil {
-		return l.grant(req, g, start, start), nil
+		return l.grant(req, g, sent, start)
 	}
 	if wctx.Err() != nil {
 		return nil, l.waitErr(ctx, wctx, req.Key, start)
@@ -181,7 +182,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 			sent := time.Now()
 			g, err := l.b.Try(wctx, req)
 			if err == nil {
-				return l.grant(req, g, sent, start), nil
+				return l.grant(req, g, sent, start)
 			}
 			if wctx.Err() != nil {
 				l.cleanup(req)
@@ -232,19 +233,32 @@ func (l *locker) cleanup(req Request) {
 	_ = l.b.Release(ctx, req)
 }
 
-func (l *locker) grant(req Request, g Grant, sent, start time.Time) *Lease {
+// grant turns a Backend's grant into a Lease. A grant that arrives after
+// its own local deadline (a slow answer, a quorum that took too long) is
+// worthless: the engine may have expired it already, so it is given back
+// and reported as lost rather than handed out.
+func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, error) {
 	le := &Lease{l: l, req: req, token: g.Token}
-	if l.timed() {
-		le.granted = time.Now()
-		l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))
-	}
+	var deadline time.Time
 	if req.TTL > 0 {
 		validity := g.Validity
 		if validity == 0 {
 			validity = req.TTL
 		}
+		deadline = sent.Add(validity - l.drift)
+		if late := time.Since(deadline); late >= 0 {
+			l.cleanup(req)
+			l.opts.Metrics.acquired(l.caps.Name, "error", time.Since(start))
+			return nil, fmt.Errorf("lock: acquire %q: granted %v after its local deadline: %w", req.Key, late, ErrLost)
+		}
+	}
+	if l.timed() {
+		le.granted = time.Now()
+		l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))
+	}
+	if req.TTL > 0 {
 		le.mu.Lock()
-		le.deadline = sent.Add(validity - l.drift)
+		le.deadline = deadline
 		le.timer = time.AfterFunc(time.Until(le.deadline), le.expire)
 		if l.opts.AutoRefresh {
 			var ctx context.Context
@@ -254,5 +268,5 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) *Lease {
 		}
 		le.mu.Unlock()
 	}
-	return le
+	return le, nil
 }

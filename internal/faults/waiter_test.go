@@ -3,7 +3,6 @@ package faults
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,19 +12,6 @@ import (
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/etcdlock"
 )
-
-// knownViolation reports a violation that docs/reliability.md lists as
-// open: an error with HAITA_FAULTS_STRICT=1, otherwise a log line, so that
-// the suite stays green in the README's test command while the backend's
-// owner fixes it.
-func knownViolation(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("HAITA_FAULTS_STRICT") == "1" {
-		t.Errorf("VIOLATION: "+format, args...)
-		return
-	}
-	t.Logf("KNOWN VIOLATION (HAITA_FAULTS_STRICT=1 fails the test): "+format, args...)
-}
 
 // Fault 6: a waiter whose own lease expires while it waits must never
 // report the key acquired. Only etcd keeps server-side state for a waiter
@@ -87,12 +73,12 @@ func TestWaiterLeaseRevokedEtcd(t *testing.T) {
 		third, terr := r.locker(t, lock.Options{TTL: r.ttl}).TryAcquire(ctx, key)
 		if terr == nil {
 			violations++
-			knownViolation(t, "round %d: the waiter whose etcd lease was revoked reported the key acquired (token %d; its key exists: %v %v) and a third client was granted it as well (token %d)",
+			t.Errorf("VIOLATION: "+"round %d: the waiter whose etcd lease was revoked reported the key acquired (token %d; its key exists: %v %v) and a third client was granted it as well (token %d)",
 				i, got.le.Token(), held, perr, third.Token())
 			third.Release(context.Background())
 		} else if !errors.Is(terr, lock.ErrNotAcquired) || !held {
 			violations++
-			knownViolation(t, "round %d: waiter reported acquired without a key on the engine (held %v %v); third client: %v", i, held, perr, terr)
+			t.Errorf("VIOLATION: "+"round %d: waiter reported acquired without a key on the engine (held %v %v); third client: %v", i, held, perr, terr)
 		}
 		got.le.Release(context.Background())
 	}

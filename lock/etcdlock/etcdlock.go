@@ -217,7 +217,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 	if err != nil {
 		return lock.Grant{}, err
 	}
-	granted := func() (lock.Grant, error) {
+	grant := func() (lock.Grant, error) {
 		if err := ctx.Err(); err != nil {
 			return lock.Grant{}, err
 		}
@@ -226,7 +226,54 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 		return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
 	}
 	if predKV == nil {
-		return granted()
+		return grant() // first in the transaction that created our key
+	}
+	me := b.member(req)
+	// confirm makes sure, in one transaction, that our own key still exists
+	// (our lease did not expire while we waited) and is first in the
+	// queue. A waiter must never report a grant from a predecessor's delete
+	// alone: its own key may be gone, and then somebody else is first.
+	confirm := func() (ok bool, ahead string, seenAt int64, err error) {
+		resp, err := b.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(me), "=", rev)).
+			Then(clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(),
+				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))).
+			Commit()
+		if err != nil {
+			return false, "", 0, err
+		}
+		if !resp.Succeeded {
+			return false, "", 0, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 && string(kvs[0].Key) != me {
+			return false, string(kvs[0].Key), resp.Header.Revision, nil
+		}
+		return true, "", 0, nil
+	}
+	granted := func() (lock.Grant, error) {
+		for {
+			ok, ahead, seenAt, err := confirm()
+			if err != nil {
+				return lock.Grant{}, err
+			}
+			if ok {
+				return grant()
+			}
+			// A key is still ahead (it cannot be one created after ours):
+			// wait for its delete, unless it may have gone before the
+			// watch started, which the next confirm sees.
+			wch, stop := b.watch(ctx, ahead)
+			createdAt, err := b.awaitCreated(ctx, wch)
+			if err == nil && createdAt <= seenAt {
+				err = b.awaitDelete(ctx, wch)
+			}
+			stop()
+			if err != nil && ctx.Err() != nil {
+				return lock.Grant{}, ctx.Err()
+			}
+			// Any other error: confirm again, which reads the queue afresh.
+		}
 	}
 	id := b.leaseOf(req.Owner).id
 	keepAlive := time.NewTicker(req.TTL / 3)
@@ -312,6 +359,28 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 func (b *backend) watch(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
 	wctx, stop := context.WithCancel(ctx)
 	return b.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), stop
+}
+
+// awaitDelete waits for a delete event on a created watch.
+func (b *backend) awaitDelete(ctx context.Context, wch clientv3.WatchChan) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok := <-wch:
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if err := wr.Err(); err != nil {
+				return err
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return nil
+				}
+			}
+		}
+	}
 }
 
 // awaitCreated waits for a watch's created notification and returns the

@@ -288,10 +288,27 @@ func held(key string, e *entry, now time.Time) error {
 	return he
 }
 
-// Wait queues req and returns when it holds the key.
+// Wait queues req and returns when it holds the key. The grant's validity
+// counts from the call, as lock.Queuer asks: the key was handed over later,
+// with a full TTL from then.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	start := time.Now()
+	g, err := b.wait(ctx, req, start)
+	if err != nil || req.TTL == 0 {
+		return g, err
+	}
 	s := b.shard(req.Key)
-	now := time.Now()
+	s.mu.Lock()
+	g.Validity = time.Nanosecond // no longer ours: expired at once
+	if e := s.m[req.Key]; e != nil && e.held && e.owner == req.Owner {
+		g.Validity = e.expires.Sub(start)
+	}
+	s.mu.Unlock()
+	return g, nil
+}
+
+func (b *backend) wait(ctx context.Context, req lock.Request, now time.Time) (lock.Grant, error) {
+	s := b.shard(req.Key)
 	w := &waiter{owner: req.Owner, holder: req.Holder, ttl: req.TTL, since: now, ch: make(chan lock.Token, 1)}
 	s.mu.Lock()
 	e := s.get(req.Key)

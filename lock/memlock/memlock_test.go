@@ -236,3 +236,28 @@ func TestHotKeyNoStarvation(t *testing.T) {
 		t.Errorf("Len = %d after all released", l.Len())
 	}
 }
+
+// TestQueuedGrantGetsFullTTL checks that a waiter handed the key after a
+// long wait gets a whole TTL from the handoff, not from when it began to
+// wait.
+func TestQueuedGrantGetsFullTTL(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	l, err := memlock.New(lock.Options{TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := l.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(ttl*2/3, func() { _ = a.Release(context.Background()) })
+	b, err := l.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Now()
+	defer b.Release(context.Background())
+	if left := b.Expiry().Sub(granted); left < ttl*9/10 {
+		t.Errorf("a lease handed over after a wait has %v left of a %v TTL", left, ttl)
+	}
+}
