@@ -26,6 +26,13 @@ type Options struct {
 	// Prefix is prepended to every lock key to form the Redis key. The
 	// default is none, as redsync names its keys.
 	Prefix string
+
+	// InstanceTimeout bounds each instance's answer to an acquire, so
+	// that a slow minority cannot eat the lease's validity: the quorum is
+	// decided once every instance answered or timed out. Zero selects a
+	// tenth of the TTL, at least 10ms and at most 250ms. It must be below
+	// the TTL.
+	InstanceTimeout time.Duration
 }
 
 // DefaultTTL is the TTL of a lease when Options.TTL is zero.
@@ -59,7 +66,10 @@ func New(clients []redis.Scripter, opts Options) (lock.Locker, error) {
 	if slices.Contains(clients, nil) {
 		return nil, fmt.Errorf("%w: redlock: nil client", lock.ErrInvalidOptions)
 	}
-	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: opts.Prefix}
+	if opts.InstanceTimeout < 0 || (opts.InstanceTimeout > 0 && opts.TTL > 0 && opts.InstanceTimeout >= opts.TTL) {
+		return nil, fmt.Errorf("%w: redlock: InstanceTimeout %v must be positive and below the TTL", lock.ErrInvalidOptions, opts.InstanceTimeout)
+	}
+	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: opts.Prefix, timeout: opts.InstanceTimeout}
 	return lock.New(b, opts.Options)
 }
 
@@ -67,6 +77,15 @@ type backend struct {
 	clients []redis.Scripter
 	quorum  int
 	prefix  string
+	timeout time.Duration // per instance; zero: from the TTL
+}
+
+// instanceTimeout is how long one instance may take to answer an acquire.
+func (b *backend) instanceTimeout(ttl time.Duration) time.Duration {
+	if b.timeout > 0 {
+		return b.timeout
+	}
+	return min(max(ttl/10, 10*time.Millisecond), 250*time.Millisecond)
 }
 
 var _ lock.Backend = (*backend)(nil)
@@ -134,9 +153,9 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
-	actx, cancel := context.WithTimeout(ctx, req.TTL)
-	defer cancel()
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
+		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
+		defer cancel()
 		return acquireScript.Run(actx, c, keys, owner, ttl).Int64()
 	})
 	var granted []int
@@ -169,6 +188,8 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		ok := len(granted) - len(behind)
 		if len(behind) > 0 {
 			for j, r := range b.fanOut(behind, func(c redis.Scripter) (int64, error) {
+				actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
+				defer cancel()
 				return raiseScript.Run(actx, c, keys[1:], token).Int64()
 			}) {
 				if r.err == nil && r.n >= token {
