@@ -258,9 +258,10 @@ func (b *backend) Capabilities() lock.Capabilities {
 		Fencing: true,
 		// Waiters of one Locker are served in order; other processes'
 		// waiters race them when a release frees the key.
-		FIFO:         false,
-		CrossProcess: true,
-		Notify:       true,
+		FIFO:          false,
+		LossDetection: true, // Refresh checks owner and expiry on the server
+		CrossProcess:  true,
+		Notify:        true,
 	}
 }
 
