@@ -188,20 +188,7 @@ func (s *SQLStore) indexExists(ctx context.Context, createIndex string) (bool, e
 
 // q rewrites ? placeholders to $n on PostgreSQL.
 func (s *SQLStore) q(query string) string {
-	if s.d != sqlcc.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return s.d.Rebind(query)
 }
 
 func ns(t time.Time) int64     { return t.UnixNano() }

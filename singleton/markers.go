@@ -136,20 +136,7 @@ func (s *SQLMarkers) CreateTable(ctx context.Context) error {
 }
 
 func (s *SQLMarkers) q(query string) string {
-	if s.d != sqlcc.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return s.d.Rebind(query)
 }
 
 // Begin implements [Markers].

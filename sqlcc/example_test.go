@@ -184,3 +184,13 @@ func ExampleLockKeys() {
 	// locked [1 2]
 	// <nil>
 }
+
+// One query text for every engine: Rebind turns ? into PostgreSQL's $n.
+func ExampleDialect_Rebind() {
+	const q = "UPDATE docs SET body = ?, version = version + 1 WHERE id = ? AND version = ?"
+	fmt.Println(sqlcc.Postgres.Rebind(q))
+	fmt.Println(sqlcc.MySQL.Rebind(q))
+	// Output:
+	// UPDATE docs SET body = $1, version = version + 1 WHERE id = $2 AND version = $3
+	// UPDATE docs SET body = ?, version = version + 1 WHERE id = ? AND version = ?
+}

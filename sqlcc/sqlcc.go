@@ -57,6 +57,29 @@ func (d Dialect) String() string {
 	}
 }
 
+// Rebind rewrites the ? placeholders of a constant query to the
+// dialect's: $1, $2, … on PostgreSQL; MySQL and SQLite keep ?. The query
+// must not contain a ? anywhere else (in a string literal, say). It lets
+// one query text serve all three engines.
+func (d Dialect) Rebind(query string) string {
+	if d != Postgres {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // driverDialects maps a driver's Go package path to its dialect. Only the three
 // drivers whose error types [Classify] understands are listed.
 var driverDialects = map[string]Dialect{

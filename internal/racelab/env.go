@@ -127,20 +127,7 @@ func (d *database) q(query string) string {
 		j := strings.IndexByte(query[i:], '}')
 		query = query[:i] + d.name(query[i+1:i+j]) + query[i+j+1:]
 	}
-	if d.dialect != sqlcc.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, c := range query {
-		if c == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
+	return d.dialect.Rebind(query)
 }
 
 // create creates a table from a statement written with {base} names and

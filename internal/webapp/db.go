@@ -219,20 +219,7 @@ func boolInt(b bool) int {
 
 // q rewrites the ? placeholders of a constant query for the dialect.
 func (a *App) q(query string) string {
-	if a.dialect != sqlcc.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return a.dialect.Rebind(query)
 }
 
 // sinceMilli converts stored unix milliseconds to a time.
