@@ -19,10 +19,12 @@
 // same key), and refreshing or losing one never touches another. The cost,
 // a Raft round to grant each lease, is kept off the acquire path: Release
 // deletes the key (one Raft round) and keeps its lease, now bound to
-// nothing, as the spare for the next acquire while the lease is younger
-// than a quarter TTL; otherwise a spare is granted in the background. So an
-// acquire and release cost two Raft rounds, as for concurrency.Mutex. An
-// unused spare is revoked when replaced and when the Locker closes.
+// nothing, as a spare for a later acquire while the lease is younger than a
+// quarter TTL (up to eight spares per Locker; others are revoked). An
+// acquire takes the freshest spare and grants a new lease only when none is
+// fresh. So an acquire and release cost two Raft rounds, as for
+// concurrency.Mutex. Spares are revoked when found stale and when the
+// Locker closes.
 //
 // # Waiting
 //
@@ -32,10 +34,14 @@
 // watcher group as events happen; a watch that starts at a past revision
 // lands in the "unsynced" group, which etcd serves from a loop every 100ms —
 // the delay that makes concurrency.Mutex hand a hot key over only about
-// ten times a second. A delete before the watch began is caught by reading
+// ten times a second. Even a watch at the current revision lands there
+// when a write commits while etcd registers it (the server fixes the start
+// revision before it takes the store's lock), so on a busy key about one
+// watch in a hundred sees its event up to 100ms late. A delete before the
+// watch began is caught by reading
 // the predecessor again once the watch is in place. A waiter that finds its
-// predecessor was the only key ahead of it takes the lock on that
-// predecessor's delete event without another read. A waiter gives its place
+// predecessor was the only key ahead of it confirms with one read-only
+// transaction that its own key still exists and is first. A waiter gives its place
 // up (revokes its lease) when its context ends or the wait limit passes. Waiting leases are kept
 // alive with KeepAliveOnce every TTL/3.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -64,10 +65,8 @@ func New(cli Client, opts Options) (lock.Locker, error) {
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
-	b.ctx, b.cancel = context.WithCancel(context.Background())
 	l, err := lock.New(b, opts.Options)
 	if err != nil {
-		b.cancel()
 		return nil, err
 	}
 	return l, nil
@@ -77,24 +76,26 @@ func New(cli Client, opts Options) (lock.Locker, error) {
 type backend struct {
 	cli    Client
 	prefix string
-	ctx    context.Context // ends with Close: background grants
-	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	leases  map[lock.Owner]bound // granted, not yet released
-	spare   *spare               // a lease granted ahead of need
-	filling bool                 // a spare is being granted
-	closed  bool
+	mu     sync.Mutex
+	leases map[lock.Owner]bound // granted, not yet released
+	spares []spare              // released leases bound to nothing, oldest first
+	closed bool
 }
 
-// spare is an etcd lease granted before an acquire needs it, so that the
-// grant's Raft round runs beside the previous lock's work instead of in
-// front of the next acquire.
+// maxSpares bounds the released leases a Locker keeps for later acquires:
+// enough for the holder and waiters of a busy key in one process; a lease
+// released beyond it is revoked.
+const maxSpares = 8
+
+// spare is a released etcd lease kept for the next acquire, so that an
+// acquire does not wait for a Grant's Raft round and a release does not
+// need a Revoke.
 type spare struct {
 	id   clientv3.LeaseID
 	ttl  time.Duration
-	sent time.Time // when its grant (or last keep-alive) was sent
+	sent time.Time // when its TTL last started, as far as this process knows
 }
 
 // bound is a lease bound to one owner.
@@ -425,25 +426,22 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 }
 
 // Release deletes the key if it still exists, which wakes the next
-// waiter's watch, and keeps the lease, now bound to nothing, as the next
-// acquire's spare (or revokes it): one Raft round, like a Revoke, without
-// a Grant for the next acquire.
+// waiter's watch, and keeps the lease, now bound to nothing, as a spare for
+// a later acquire (or revokes it): one Raft round, like a Revoke, and none
+// for the next acquire's lease.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	bd := b.leaseOf(req.Owner)
 	if bd.id == clientv3.NoLease {
 		return fmt.Errorf("etcdlock: release %q: %w", req.Key, lock.ErrNotHeld)
 	}
 	me := b.member(req)
-	resp, err := b.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(me), "!=", 0)).
-		Then(clientv3.OpDelete(me)).
-		Commit()
+	resp, err := b.cli.Delete(ctx, me)
 	if err != nil {
 		// The key frees itself when the lease expires, or the Locker
 		// retries this Release.
 		return fmt.Errorf("etcdlock: release: %w", err)
 	}
-	if !resp.Succeeded {
+	if resp.Deleted == 0 {
 		b.mu.Lock()
 		delete(b.leases, req.Owner)
 		b.mu.Unlock()
@@ -460,27 +458,29 @@ func (b *backend) leaseOf(o lock.Owner) bound {
 	return b.leases[o]
 }
 
-// lease binds an etcd lease of req.TTL to req.Owner: the spare if it is
-// fresh (its TTL started less than a quarter TTL ago), else a new grant. It
-// returns when the lease's TTL started.
+// lease binds an etcd lease of req.TTL to req.Owner: the newest spare if
+// it is fresh (its TTL started less than a quarter TTL ago), else a new
+// grant. Stale spares are revoked: every older one is staler. It returns
+// when the lease's TTL started.
 func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID, time.Time, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return 0, time.Time{}, lock.ErrClosed
 	}
-	sp := b.spare
-	b.spare = nil
-	fresh := sp != nil && sp.ttl == req.TTL && time.Since(sp.sent) < req.TTL/4
-	if fresh {
-		b.leases[req.Owner] = bound{id: sp.id, sent: sp.sent}
+	var stale []spare
+	for n := len(b.spares); n > 0; n-- {
+		sp := b.spares[n-1]
+		b.spares = b.spares[:n-1]
+		if sp.ttl == req.TTL && time.Since(sp.sent) < req.TTL/4 {
+			b.leases[req.Owner] = bound{id: sp.id, sent: sp.sent}
+			b.mu.Unlock()
+			return sp.id, sp.sent, nil
+		}
+		stale = append(stale, sp)
 	}
 	b.mu.Unlock()
-	if fresh {
-		b.refill(req.TTL)
-		return sp.id, sp.sent, nil
-	}
-	if sp != nil {
+	for _, sp := range stale {
 		b.revokeLater(sp.id)
 	}
 	sent := time.Now()
@@ -491,53 +491,27 @@ func (b *backend) lease(ctx context.Context, req lock.Request) (clientv3.LeaseID
 	b.mu.Lock()
 	b.leases[req.Owner] = bound{id: resp.ID, sent: sent}
 	b.mu.Unlock()
-	if sp == nil {
-		// Only a Locker in steady use keeps a spare: a stale one means
-		// acquires are rarer than a quarter TTL, and a spare would mostly
-		// expire unused.
-		b.refill(req.TTL)
-	}
 	return resp.ID, sent, nil
 }
 
-// unbind takes back the lease bound to o, unused: it becomes the spare, or
-// is revoked when there is one.
+// unbind takes back the lease bound to o, unused: it becomes a spare while
+// it is fresh and there is room, or is revoked.
 func (b *backend) unbind(o lock.Owner, id clientv3.LeaseID, sent time.Time, ttl time.Duration) {
 	b.mu.Lock()
 	delete(b.leases, o)
-	keep := !b.closed && b.spare == nil && time.Since(sent) < ttl/4
+	keep := !b.closed && len(b.spares) < maxSpares && time.Since(sent) < ttl/4
 	if keep {
-		b.spare = &spare{id: id, ttl: ttl, sent: sent}
+		// Kept in order of sent, so lease takes the freshest from the end.
+		i := len(b.spares)
+		for i > 0 && b.spares[i-1].sent.After(sent) {
+			i--
+		}
+		b.spares = slices.Insert(b.spares, i, spare{id: id, ttl: ttl, sent: sent})
 	}
 	b.mu.Unlock()
 	if !keep {
 		b.revokeLater(id)
 	}
-}
-
-// refill grants a spare lease in the background unless one exists or is on
-// its way.
-func (b *backend) refill(ttl time.Duration) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed || b.filling || b.spare != nil {
-		return
-	}
-	b.filling = true
-	b.wg.Go(func() {
-		sent := time.Now()
-		resp, err := b.cli.Grant(b.ctx, int64(ttl/time.Second))
-		b.mu.Lock()
-		b.filling = false
-		keep := err == nil && !b.closed && b.spare == nil
-		if keep {
-			b.spare = &spare{id: resp.ID, ttl: ttl, sent: sent}
-		}
-		b.mu.Unlock()
-		if err == nil && !keep {
-			b.revoke(resp.ID)
-		}
-	})
 }
 
 func (b *backend) revokeLater(id clientv3.LeaseID) {
@@ -560,12 +534,11 @@ func (b *backend) revoke(id clientv3.LeaseID) {
 func (b *backend) Close() error {
 	b.mu.Lock()
 	b.closed = true
-	sp := b.spare
-	b.spare = nil
+	spares := b.spares
+	b.spares = nil
 	b.mu.Unlock()
-	b.cancel()
 	b.wg.Wait()
-	if sp != nil {
+	for _, sp := range spares {
 		b.revoke(sp.id)
 	}
 	return nil
