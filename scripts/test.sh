@@ -35,6 +35,7 @@ fuzz=(
 	"FuzzParseVersion ./httpcc"
 	"FuzzCheck ./httpcc"
 	"FuzzIdentifier ./sqlcc"
+	"FuzzAPIBodies ./internal/faults"
 )
 for f in "${fuzz[@]}"; do
 	read -r name pkg <<<"$f"
