@@ -38,10 +38,10 @@ func BenchmarkRedlock(b *testing.B) {
 			scripters[i] = clients[i]
 			pools[i] = rsgoredis.NewPool(clients[i])
 		}
-		// A prefix of its own: instance 0 also serves the single-instance
+		// A prefix of its own per n: instance 0 also serves the other
 		// benchmarks, whose fencing counters would otherwise run ahead of the
 		// other instances' and force a write-back round on every acquire.
-		l, err := redlock.New(scripters, redlock.Options{Options: lock.Options{TTL: benchTTL}, Prefix: "rl:"})
+		l, err := redlock.New(scripters, redlock.Options{Options: lock.Options{TTL: benchTTL}, Prefix: "rl" + itoa(n) + ":"})
 		if err != nil {
 			b.Fatal(err)
 		}
