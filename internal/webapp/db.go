@@ -73,30 +73,36 @@ func OpenDB(ctx context.Context, dsn string) (*sql.DB, sqlcc.Dialect, error) {
 	return db, d, nil
 }
 
+// mysqlConfig reads a mysql://user:pass@host[:port]/db[?query] URL. The
+// query is that of a go-sql-driver DSN: the driver's options (parseTime,
+// tls, timeout, ...) configure the driver, and any other name is a system
+// variable set on each connection.
 func mysqlConfig(dsn string) (*mysql.Config, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("webapp: invalid MySQL URL: %w", err)
 	}
-	cfg := mysql.NewConfig()
-	cfg.Net = "tcp"
-	cfg.Addr = u.Host
+	addr := u.Host
 	if u.Port() == "" {
-		cfg.Addr = u.Host + ":3306"
+		addr = u.Host + ":3306"
 	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return nil, errors.New("webapp: MySQL URL names no database")
+	}
+	// The driver's own parser tells its options from system variables;
+	// user, password and database are set afterwards, so that no character
+	// in them can be taken for DSN syntax. Encode escapes every '/' in the
+	// query, which the parser would otherwise take for the one before the
+	// database.
+	cfg, err := mysql.ParseDSN("tcp(" + addr + ")/?" + u.Query().Encode())
+	if err != nil {
+		return nil, fmt.Errorf("webapp: invalid MySQL URL: %w", err)
+	}
+	cfg.DBName = name
 	if u.User != nil {
 		cfg.User = u.User.Username()
 		cfg.Passwd, _ = u.User.Password()
-	}
-	cfg.DBName = strings.TrimPrefix(u.Path, "/")
-	if cfg.DBName == "" {
-		return nil, errors.New("webapp: MySQL URL names no database")
-	}
-	for k, vs := range u.Query() {
-		if cfg.Params == nil {
-			cfg.Params = map[string]string{}
-		}
-		cfg.Params[k] = vs[len(vs)-1]
 	}
 	return cfg, nil
 }

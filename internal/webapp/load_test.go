@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/haita/haita/httpcc"
-	"github.com/haita/haita/internal/testserver"
 )
 
 // The load test runs the server in this process and the clients in a
@@ -124,13 +123,14 @@ func TestServeLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	for _, engine := range []string{"sqlite", "postgres"} {
+	engines := append([]struct {
+		name string
+		open func(t testing.TB) string
+	}{{"sqlite", func(testing.TB) string { return "" }}}, serverDBs...)
+	for _, e := range engines {
+		engine := e.name
 		t.Run(engine, func(t *testing.T) {
-			dsn := ""
-			if engine == "postgres" {
-				dsn = testserver.Postgres(t)
-			}
-			ta := newTestApp(t, dsn)
+			ta := newTestApp(t, e.open(t))
 			clients, ops := envInt("HAITA_LOAD_CLIENTS", 16), envInt("HAITA_LOAD_OPS", 40)
 			out := t.TempDir() + "/load.json"
 			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestLoadClient$", "-test.count=1")

@@ -1,18 +1,61 @@
 package webapp
 
 import (
+	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/haita/haita/internal/testserver"
 )
 
-// TestTwoInstancesOnePostgres runs two Apps, each with its own connection
-// pool and its own loopback server, on one PostgreSQL database, as two
-// haita serve processes would be: a checkout taken through one blocks
-// edits through the other, a version moved through one is stale in the
-// other, and each sees the other's changes on its event stream.
-func TestTwoInstancesOnePostgres(t *testing.T) {
-	dsn := testserver.Postgres(t)
+// serverDBs are the shared-database engines the multi-process tests run
+// on; each opens a fresh database for t and returns the URL OpenDB takes.
+var serverDBs = []struct {
+	name string
+	open func(t testing.TB) string
+}{
+	{"postgres", testserver.Postgres},
+	{"mariadb", mariaURL},
+}
+
+// mariaURL returns a fresh MariaDB database as the mysql:// URL that
+// haita serve --db takes, so the tests go through the same parsing.
+func mariaURL(t testing.TB) string {
+	t.Helper()
+	dsn := testserver.MariaDB(t)
+	if dsn == "" { // skipped
+		return ""
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The DSN's query (parseTime=true&...) is kept: driver options in the
+	// URL must reach the driver, not be sent to the server as variables.
+	u := url.URL{Scheme: "mysql", User: url.User(cfg.User), Host: cfg.Addr, Path: "/" + cfg.DBName}
+	if cfg.Passwd != "" {
+		u.User = url.UserPassword(cfg.User, cfg.Passwd)
+	}
+	if _, q, ok := strings.Cut(dsn, "?"); ok {
+		u.RawQuery = q
+	}
+	return u.String()
+}
+
+// TestTwoInstancesOneDatabase runs two Apps, each with its own connection
+// pool and its own loopback server, on one PostgreSQL or MariaDB database,
+// as two haita serve processes would be: a checkout taken through one
+// blocks edits through the other, a version moved through one is stale in
+// the other, and each sees the other's changes on its event stream.
+func TestTwoInstancesOneDatabase(t *testing.T) {
+	for _, e := range serverDBs {
+		t.Run(e.name, func(t *testing.T) { testTwoInstances(t, e.open(t)) })
+	}
+}
+
+func testTwoInstances(t *testing.T, dsn string) {
 	a, b := newTestApp(t, dsn), newTestApp(t, dsn)
 	const p = "/api/documents/contract"
 
