@@ -46,7 +46,8 @@
 //	context.Canceled / context.DeadlineExceeded   the caller's context ended
 //	ErrNotHeld       Release or Refresh by a lease that no longer holds its key
 //	ErrLost          a lease ended without Release (expired, refresh failed, taken over);
-//	                 from Acquire: the grant came after its own local deadline and was given back
+//	                 from Acquire: the grant came after its own local deadline and was given
+//	                 back, or the waiter's own engine state (an etcd lease) ended while it waited
 //	ErrReleased      a lease's Err after a successful Release
 //	ErrIndeterminate the engine may or may not have applied the request; haita cleaned up
 //	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)

@@ -222,6 +222,11 @@ func (l *locker) failed(ctx context.Context, req Request, err error) error {
 	}
 	l.cleanup(req)
 	l.opts.Metrics.acquired(l.caps.Name, "error", 0)
+	if errors.Is(err, ErrLost) {
+		// The backend knows it was not granted (a waiter's own engine
+		// lease ended while it waited): say so rather than "unknown".
+		return fmt.Errorf("lock: acquire %q: %w", req.Key, err)
+	}
 	return &IndeterminateError{Op: "acquire", Key: req.Key, Err: err}
 }
 
