@@ -191,10 +191,23 @@ func networkFaults(t *testing.T, n *netRig) {
 			t.Errorf("lease returned %v past its local deadline (Err %v)", returned.Sub(le.Expiry()).Round(time.Millisecond), errAtReturn)
 			return
 		}
-		<-le.Done()
-		_, held, err := n.probe(context.Background(), key, le.Owner())
+		// The engine's expiry, from its remaining time read directly: it
+		// lies before probe's end + left. The local deadline must not be
+		// later. (Comparing the moment Done closes with a probe taken after
+		// it would only measure timer and probe delays on a loaded machine.)
+		left, held, err := n.probe(context.Background(), key, le.Owner())
+		probed := time.Now()
 		if err != nil || !held {
-			t.Errorf("when Done closed the engine had already expired the lease (held %v, %v)", held, err)
+			t.Fatalf("engine does not hold a lease just granted (held %v, %v)", held, err)
+		}
+		if engine := probed.Add(left); le.Expiry().After(engine) {
+			t.Errorf("local deadline %v after the engine's expiry", le.Expiry().Sub(engine))
+		} else {
+			t.Logf("local deadline %v before the engine's expiry", engine.Sub(le.Expiry()).Round(time.Millisecond))
+		}
+		<-le.Done()
+		if !errors.Is(le.Err(), lock.ErrLost) {
+			t.Errorf("Err after the deadline = %v, want ErrLost", le.Err())
 		}
 	})
 
