@@ -96,7 +96,7 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 		return l.grant(req, g, start, start)
 	}
 	if !errors.Is(err, ErrNotAcquired) {
-		return nil, l.failed(ctx, req, err)
+		return nil, l.failed(req, err)
 	}
 	l.opts.Metrics.contended(l.caps.Name)
 	if !wait {
@@ -154,7 +154,7 @@ func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Ti
 	if wctx.Err() != nil {
 		return nil, l.waitErr(ctx, wctx, req.Key, start)
 	}
-	return nil, l.failed(ctx, req, err)
+	return nil, l.failed(req, err)
 }
 
 func (l *locker) wait(ctx context.Context, req Request, start time.Time, last error) (*Lease, error) {
@@ -189,7 +189,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 				return nil, l.waitErr(ctx, wctx, req.Key, start)
 			}
 			if !errors.Is(err, ErrNotAcquired) {
-				return nil, l.failed(ctx, req, err)
+				return nil, l.failed(req, err)
 			}
 			last = err
 		}
@@ -216,7 +216,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 
 // failed handles an error from Try that is not a definite "held": the engine
 // may have granted the key, so release it before reporting.
-func (l *locker) failed(ctx context.Context, req Request, err error) error {
+func (l *locker) failed(req Request, err error) error {
 	if errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrInvalidOptions) || errors.Is(err, ErrClosed) {
 		return err
 	}
