@@ -57,17 +57,18 @@ func Etcd(t testing.TB, members int) *EtcdCluster {
 		t.Fatalf("testserver: Etcd(%d): a cluster needs at least one member", members)
 		return nil
 	}
-	env := handoff(t, "etcd")
-	var info struct{ Endpoints []string }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return nil
-	} else if ok {
-		return &EtcdCluster{t: t, endpoints: info.Endpoints}
-	}
+	return inheritOrStart(t, "etcd",
+		func(endpoints []string) *EtcdCluster { return &EtcdCluster{t: t, endpoints: endpoints} },
+		func() (*EtcdCluster, []string, bool) { return startEtcd(t, members) })
+}
+
+// startEtcd starts a cluster of members members owned by t and killed by t's cleanup, and
+// returns it with its endpoints. It fails or skips t itself and returns false when it cannot.
+func startEtcd(t testing.TB, members int) (*EtcdCluster, []string, bool) {
+	t.Helper()
 	bin, ok := findBinary(t, "etcd", "etcd-server")
 	if !ok {
-		return nil
+		return nil, nil, false
 	}
 	c := &EtcdCluster{t: t, owner: true}
 	t.Cleanup(c.killAll)
@@ -78,9 +79,7 @@ func Etcd(t testing.TB, members int) *EtcdCluster {
 	for try := range 3 {
 		err := c.start(bin, filepath.Join(base, strconv.Itoa(try)), members)
 		if err == nil {
-			info.Endpoints = c.endpoints
-			export(t, env, info)
-			return c
+			return c, c.endpoints, true
 		}
 		c.killAll()
 		errs = append(errs, err)
@@ -89,7 +88,7 @@ func Etcd(t testing.TB, members int) *EtcdCluster {
 		}
 	}
 	t.Fatalf("testserver: starting %d etcd members: %v", members, errors.Join(errs...))
-	return nil
+	return nil, nil, false
 }
 
 // start starts n fresh members in directories under base and waits until they serve reads.

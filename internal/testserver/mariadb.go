@@ -30,47 +30,28 @@ import (
 // the parent's DSN, and the child does not drop the database.
 func MariaDB(t testing.TB) string {
 	t.Helper()
-	env := handoff(t, "mariadb")
-	var info struct{ DSN string }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return ""
-	} else if ok {
-		return info.DSN
-	}
-	if !needMain(t, "MariaDB") {
-		return ""
-	}
+	return inheritOrStart(t, "mariadb", sameDSN,
+		func() (string, string, bool) { return database(t, "MariaDB", mariaShared) })
+}
+
+// mariaShared returns the MariaDB server shared by the test binary, starting it on first use.
+// It fails or skips t itself and returns false when it cannot.
+func mariaShared(t testing.TB) (sharedServer, bool) {
+	t.Helper()
 	server, ok := findBinary(t, "mariadbd", "mariadb-server", "/usr/sbin")
 	if !ok {
-		return ""
+		return nil, false
 	}
 	install, ok := findBinary(t, "mariadb-install-db", "mariadb-server", "/usr/bin")
 	if !ok {
-		return ""
+		return nil, false
 	}
 	inst, err := binary.maria.get(func() (*mariaInstance, error) { return startMariaDB(install, server) })
 	if err != nil {
 		t.Fatalf("testserver: the shared MariaDB server: %v", err)
-		return ""
+		return nil, false
 	}
-	name := uniqueName(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := inst.exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testserver: %v", err)
-		return ""
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := inst.drop(ctx, name); err != nil {
-			t.Errorf("testserver: %v", err)
-		}
-	})
-	info.DSN = inst.dsn(name) + "?parseTime=true&multiStatements=false"
-	export(t, env, info)
-	return info.DSN
+	return inst, true
 }
 
 // mariaInstance is a mariadbd in its own directory: data in dir/data, the socket and the log
@@ -135,6 +116,10 @@ func startMariaDB(install, server string) (*mariaInstance, error) {
 // dsn returns the DSN of database db, without parameters.
 func (m *mariaInstance) dsn(db string) string {
 	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s", m.port, db)
+}
+
+func (m *mariaInstance) databaseDSN(name string) string {
+	return m.dsn(name) + "?parseTime=true&multiStatements=false"
 }
 
 // open opens a single-connection pool as root. A DDL statement waits at most 30 seconds for

@@ -53,20 +53,17 @@ var pgBin = func() string {
 // child does not drop the database.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	env := handoff(t, "postgres")
-	var info struct{ DSN string }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return ""
-	} else if ok {
-		return info.DSN
-	}
-	if !needMain(t, "Postgres") {
-		return ""
-	}
+	return inheritOrStart(t, "postgres", sameDSN,
+		func() (string, string, bool) { return database(t, "Postgres", pgShared) })
+}
+
+// pgShared returns the PostgreSQL server shared by the test binary, starting it on first use.
+// It fails or skips t itself and returns false when it cannot.
+func pgShared(t testing.TB) (sharedServer, bool) {
+	t.Helper()
 	cred, ok := pgPrepare(t)
 	if !ok {
-		return ""
+		return nil, false
 	}
 	inst, err := binary.pg.get(func() (*pgInstance, error) {
 		tmpl, err := pgTemplate(cred)
@@ -77,25 +74,9 @@ func Postgres(t testing.TB) string {
 	})
 	if err != nil {
 		t.Fatalf("testserver: the shared PostgreSQL server: %v", err)
-		return ""
+		return nil, false
 	}
-	name := uniqueName(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := inst.exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testserver: %v", err)
-		return ""
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := inst.exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("testserver: %v", err)
-		}
-	})
-	info.DSN = inst.dsn(name)
-	export(t, env, info)
-	return info.DSN
+	return inst, true
 }
 
 // PostgresInstance is a PostgreSQL 15 server of its own, started by [PostgresServer] for one
@@ -120,39 +101,38 @@ type PostgresInstance struct {
 // In a child process that inherited the parent's server for this call it returns that server.
 func PostgresServer(t testing.TB) *PostgresInstance {
 	t.Helper()
-	env := handoff(t, "postgres-server")
-	var info struct{ Port int }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return nil
-	} else if ok {
-		return &PostgresInstance{t: t, port: info.Port}
-	}
+	return inheritOrStart(t, "postgres-server",
+		func(port int) *PostgresInstance { return &PostgresInstance{t: t, port: port} },
+		func() (*PostgresInstance, int, bool) { return startPGServer(t) })
+}
+
+// startPGServer starts a server of its own for t and returns it with its port. It fails or
+// skips t itself and returns false when it cannot.
+func startPGServer(t testing.TB) (*PostgresInstance, int, bool) {
+	t.Helper()
 	if !needMain(t, "PostgresServer") {
-		return nil
+		return nil, 0, false
 	}
 	cred, ok := pgPrepare(t)
 	if !ok {
-		return nil
+		return nil, 0, false
 	}
 	tmpl, err := pgTemplate(cred)
 	if err != nil {
 		t.Fatalf("testserver: %v", err)
-		return nil
+		return nil, 0, false
 	}
 	inst, err := startPG(tmpl, cred)
 	if err != nil {
 		t.Fatalf("testserver: %v", err)
-		return nil
+		return nil, 0, false
 	}
 	t.Cleanup(func() {
 		if err := inst.close(); err != nil {
 			t.Errorf("testserver: %v", err)
 		}
 	})
-	info.Port = inst.port
-	export(t, env, info)
-	return &PostgresInstance{t: t, owner: true, port: inst.port, inst: inst}
+	return &PostgresInstance{t: t, owner: true, port: inst.port, inst: inst}, inst.port, true
 }
 
 // Addr returns the server's address, "127.0.0.1:port". It stays the same across Stop and Start.
@@ -329,6 +309,13 @@ func (i *pgInstance) command() command {
 }
 
 func (i *pgInstance) dsn(db string) string { return pgDSN(i.port, db) }
+
+func (i *pgInstance) databaseDSN(name string) string { return i.dsn(name) }
+
+// drop drops database name, closing the connections still using it.
+func (i *pgInstance) drop(ctx context.Context, name string) error {
+	return i.exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+}
 
 func (i *pgInstance) ready(ctx context.Context) error {
 	return i.exec(ctx, "SELECT 1")

@@ -55,26 +55,21 @@ type RedisServer struct {
 // documentation) it returns the parent's server and opts are ignored.
 func Redis(t testing.TB, opts RedisOptions) *RedisServer {
 	t.Helper()
-	env := handoff(t, "redis")
-	var info struct{ Addr string }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return nil
-	} else if ok {
-		return &RedisServer{t: t, addr: info.Addr}
-	}
-	bin, ok := findBinary(t, "redis-server", "redis-server")
-	if !ok {
-		return nil
-	}
-	s, err := startRedis(t, bin, opts)
-	if err != nil {
-		t.Fatal(err)
-		return nil
-	}
-	info.Addr = s.addr
-	export(t, env, info)
-	return s
+	return inheritOrStart(t, "redis",
+		func(addr string) *RedisServer { return &RedisServer{t: t, addr: addr} },
+		func() (*RedisServer, string, bool) {
+			t.Helper()
+			bin, ok := findBinary(t, "redis-server", "redis-server")
+			if !ok {
+				return nil, "", false
+			}
+			s, err := startRedis(t, bin, opts)
+			if err != nil {
+				t.Fatal(err)
+				return nil, "", false
+			}
+			return s, s.addr, true
+		})
 }
 
 // startRedis starts a redis-server owned by t and killed by t's cleanup.
@@ -255,25 +250,29 @@ func RedisCluster(t testing.TB, masters int) *RedisClusterServer {
 		t.Fatalf("testserver: RedisCluster(%d): a Redis Cluster needs at least 3 masters", masters)
 		return nil
 	}
-	env := handoff(t, "redis-cluster")
-	var info struct{ Addrs []string }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return nil
-	} else if ok {
-		c := &RedisClusterServer{addrs: info.Addrs}
-		for _, a := range info.Addrs {
-			c.nodes = append(c.nodes, &RedisServer{t: t, addr: a})
-		}
-		return c
-	}
+	return inheritOrStart(t, "redis-cluster",
+		func(addrs []string) *RedisClusterServer {
+			c := &RedisClusterServer{addrs: addrs}
+			for _, a := range addrs {
+				c.nodes = append(c.nodes, &RedisServer{t: t, addr: a})
+			}
+			return c
+		},
+		func() (*RedisClusterServer, []string, bool) { return startRedisCluster(t, masters) })
+}
+
+// startRedisCluster starts a cluster of masters nodes owned by t and killed by t's cleanup,
+// and returns it with its addresses. It fails or skips t itself and returns false when it
+// cannot.
+func startRedisCluster(t testing.TB, masters int) (*RedisClusterServer, []string, bool) {
+	t.Helper()
 	bin, ok := findBinary(t, "redis-server", "redis-server")
 	if !ok {
-		return nil
+		return nil, nil, false
 	}
 	cli, ok := findBinary(t, "redis-cli", "redis-tools")
 	if !ok {
-		return nil
+		return nil, nil, false
 	}
 	c := &RedisClusterServer{}
 	for range masters {
@@ -284,7 +283,7 @@ func RedisCluster(t testing.TB, masters int) *RedisClusterServer {
 		}})
 		if err != nil {
 			t.Fatal(err)
-			return nil
+			return nil, nil, false
 		}
 		c.nodes = append(c.nodes, s)
 		c.addrs = append(c.addrs, s.addr)
@@ -299,19 +298,17 @@ func RedisCluster(t testing.TB, masters int) *RedisClusterServer {
 	}
 	if err := create.run(ctx); err != nil {
 		t.Fatal(err)
-		return nil
+		return nil, nil, false
 	}
 	for _, n := range c.nodes {
 		if err := n.p.waitReady(60*time.Second, func(ctx context.Context) error {
 			return clusterReady(ctx, n.addr, masters)
 		}); err != nil {
 			t.Fatalf("testserver: Redis Cluster node %s: %v", n.addr, err)
-			return nil
+			return nil, nil, false
 		}
 	}
-	info.Addrs = c.addrs
-	export(t, env, info)
-	return c
+	return c, c.addrs, true
 }
 
 // clusterReady reports whether the node at addr sees a healthy cluster of n nodes.

@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -216,31 +218,83 @@ func handoff(t testing.TB, kind string) string {
 	return handoffPrefix + strings.ToUpper(hex.EncodeToString(sum[:8]))
 }
 
-// inherited reports whether the parent process exported the variable env, decoding its value
-// into v when it did.
-func inherited(env string, v any) (bool, error) {
-	s, ok := os.LookupEnv(env)
-	if !ok {
-		return false, nil
-	}
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		return true, fmt.Errorf("testserver: bad %s=%q from the parent process: %w", env, s, err)
-	}
-	return true, nil
-}
-
-// export sets env to v as JSON for child processes, until the end of test t.
-func export(t testing.TB, env string, v any) {
+// inheritOrStart returns the server of the given kind that test t asks for now, as every
+// server-starting function of this package does (see "Child processes" in the package
+// documentation). In a child process that inherited it, adopt rebuilds the parent's server from
+// the description D the parent exported. Otherwise start starts one and returns it with its
+// description, which inheritOrStart exports to child processes until the end of t. When start
+// cannot, it fails or skips t itself and returns ok false; inheritOrStart then returns start's
+// server as it is (the zero value).
+func inheritOrStart[S, D any](t testing.TB, kind string, adopt func(D) S, start func() (s S, desc D, ok bool)) S {
 	t.Helper()
-	b, err := json.Marshal(v)
+	env := handoff(t, kind)
+	if s, ok := os.LookupEnv(env); ok {
+		var desc D
+		if err := json.Unmarshal([]byte(s), &desc); err != nil {
+			t.Fatalf("testserver: bad %s=%q from the parent process: %v", env, s, err)
+			var zero S
+			return zero
+		}
+		return adopt(desc)
+	}
+	s, desc, ok := start()
+	if !ok {
+		return s
+	}
+	b, err := json.Marshal(desc)
 	if err != nil {
 		t.Fatalf("testserver: %v", err)
-		return
+		return s
 	}
 	// os.Setenv, not t.Setenv: t.Setenv is not allowed in parallel tests.
 	os.Setenv(env, string(b))
 	t.Cleanup(func() { os.Unsetenv(env) })
+	return s
 }
+
+// sharedServer is a database server shared by the test binary, in which every test gets a
+// database of its own.
+type sharedServer interface {
+	exec(ctx context.Context, query string) error
+	// drop drops database name after closing the connections still using it.
+	drop(ctx context.Context, name string) error
+	// databaseDSN returns the DSN a test is given for database name.
+	databaseDSN(name string) string
+}
+
+// database creates a database for t in the server that server returns and returns its DSN
+// twice: for t, and as the description handed to child processes. t's cleanup drops the
+// database. fn names the calling function for the message that Main is missing. It fails or
+// skips t itself and returns false when it cannot.
+func database(t testing.TB, fn string, server func(testing.TB) (sharedServer, bool)) (dsn, desc string, ok bool) {
+	t.Helper()
+	if !needMain(t, fn) {
+		return "", "", false
+	}
+	srv, ok := server(t)
+	if !ok {
+		return "", "", false
+	}
+	name := uniqueName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := srv.exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("testserver: %v", err)
+		return "", "", false
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := srv.drop(ctx, name); err != nil {
+			t.Errorf("testserver: %v", err)
+		}
+	})
+	dsn = srv.databaseDSN(name)
+	return dsn, dsn, true
+}
+
+// sameDSN is the adopt function of [inheritOrStart] for servers described by a DSN alone.
+func sameDSN(dsn string) string { return dsn }
 
 // notOwner fails t for a method that only the process which started the server may call.
 func notOwner(t testing.TB, what string) {
