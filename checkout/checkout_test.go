@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/haita/haita/checkout"
+	"github.com/haita/haita/sqlcc"
 )
 
 // TestAcquireRace: N users on N pools race for one free resource; exactly
@@ -420,6 +422,19 @@ func TestOptions(t *testing.T) {
 	defer db.Close()
 	if _, err := checkout.NewSQLStore(db, checkout.SQLOptions{Table: "bad name"}); !errors.Is(err, checkout.ErrInvalid) {
 		t.Fatalf("bad table: %v", err)
+	}
+	// The longest name leaves room for the longest name made from it, Table+"_ended_at".
+	long := strings.Repeat("t", 55)
+	if _, err := checkout.NewSQLStore(db, checkout.SQLOptions{Table: long}); !errors.Is(err, checkout.ErrInvalid) {
+		t.Fatalf("%d-byte table: %v", len(long), err)
+	}
+	if _, err := checkout.Schema(sqlcc.SQLite, long); !errors.Is(err, checkout.ErrInvalid) {
+		t.Fatalf("Schema, %d-byte table: %v", len(long), err)
+	}
+	if st, err := checkout.NewSQLStore(db, checkout.SQLOptions{Table: long[:54]}); err != nil {
+		t.Fatalf("54-byte table: %v", err)
+	} else if err := st.CreateTable(t.Context()); err != nil {
+		t.Fatalf("54-byte table: %v", err)
 	}
 	st, err := checkout.NewSQLStore(db, checkout.SQLOptions{})
 	if err != nil {

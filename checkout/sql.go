@@ -8,18 +8,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haita/haita/internal/sqlstore"
 	"github.com/haita/haita/sqlcc"
 )
 
 // DefaultTable is the checkout table's name when SQLOptions.Table is empty.
 const DefaultTable = "haita_checkouts"
 
+// The checkout table's companions are named after it: the table of ended checkouts and the
+// indexes. A table name must leave room for the longest suffix.
+const endedSuffix = "_ended"
+
+var tableSuffixes = []string{endedSuffix, "_owner", "_until", "_ended_at"}
+
 // SQLOptions configure a [SQLStore]. The zero value is valid.
 type SQLOptions struct {
 	// Table is the checkout table. The records of ended (broken or
 	// expired) checkouts live in a second table named Table + "_ended".
 	// Zero selects [DefaultTable]. Must satisfy sqlcc.ValidIdentifier and
-	// be at most 57 bytes.
+	// be at most 54 bytes, so that the names made from it (Table +
+	// "_ended_at" the longest) do too.
 	Table string
 	// Dialect is the SQL dialect. Zero: detected from the *sql.DB's driver
 	// (pgx stdlib, go-sql-driver/mysql, modernc.org/sqlite).
@@ -56,29 +64,13 @@ var _ TxStore = (*SQLStore)(nil)
 // [ErrInvalid] for a nil db, an invalid table name or an undetectable
 // dialect. It does no I/O.
 func NewSQLStore(db *sql.DB, opts SQLOptions) (*SQLStore, error) {
-	if db == nil {
-		return nil, fmt.Errorf("%w: nil db", ErrInvalid)
-	}
-	if opts.Table == "" {
-		opts.Table = DefaultTable
-	}
-	if !sqlcc.ValidIdentifier(opts.Table) || len(opts.Table) > 57 {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalid, opts.Table)
-	}
-	d := opts.Dialect
-	if d == sqlcc.Unknown {
-		var err error
-		if d, err = sqlcc.DetectDialect(db); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	t, err := sqlcc.QuoteIdentifier(d, opts.Table)
+	st, err := sqlstore.Open(db, opts.Dialect, opts.Table, DefaultTable, tableSuffixes...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	e, _ := sqlcc.QuoteIdentifier(d, opts.Table+"_ended")
-	s := &SQLStore{db: db, d: d, table: t, ended: e, rawTable: opts.Table, tx: opts.Tx,
-		lockTable: sqlcc.Table{Dialect: d, Name: opts.Table, Key: "resource"},
+	d, t, e := st.Dialect, st.Quoted, st.Quote(endedSuffix)
+	s := &SQLStore{db: db, d: d, table: t, ended: e, rawTable: st.Name, tx: opts.Tx,
+		lockTable: sqlcc.Table{Dialect: d, Name: st.Name, Key: "resource"},
 		cols:      "resource, owner, token, since_ns, beat_ns, until_ns"}
 	switch d {
 	case sqlcc.MySQL:
@@ -99,18 +91,11 @@ func NewSQLStore(db *sql.DB, opts SQLOptions) (*SQLStore, error) {
 // table and table+"_ended" (idempotent: IF NOT EXISTS) for dialect, for use
 // in migrations. An empty table selects [DefaultTable].
 func Schema(dialect sqlcc.Dialect, table string) ([]string, error) {
-	if table == "" {
-		table = DefaultTable
-	}
-	if !sqlcc.ValidIdentifier(table) || len(table) > 57 {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalid, table)
-	}
-	t, err := sqlcc.QuoteIdentifier(dialect, table)
+	tb, err := sqlstore.NewTable(dialect, table, DefaultTable, tableSuffixes...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	e, _ := sqlcc.QuoteIdentifier(dialect, table+"_ended")
-	ix := func(name string) string { n, _ := sqlcc.QuoteIdentifier(dialect, table+"_"+name); return n }
+	t, e, ix := tb.Quoted, tb.Quote(endedSuffix), func(name string) string { return tb.Quote("_" + name) }
 	text := "TEXT"
 	if dialect == sqlcc.MySQL {
 		text = "VARCHAR(2000)"

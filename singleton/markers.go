@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haita/haita/internal/sqlstore"
 	"github.com/haita/haita/sqlcc"
 )
 
@@ -74,36 +75,21 @@ var _ Markers = (*SQLMarkers)(nil)
 // NewSQLMarkers returns markers on db. It returns an error matching
 // [ErrInvalid] for a nil db, a bad table name or an undetectable dialect.
 func NewSQLMarkers(db *sql.DB, opts MarkerOptions) (*SQLMarkers, error) {
-	if db == nil {
-		return nil, fmt.Errorf("%w: nil db", ErrInvalid)
-	}
-	if opts.Table == "" {
-		opts.Table = DefaultTable
-	}
-	d := opts.Dialect
-	if d == sqlcc.Unknown {
-		var err error
-		if d, err = sqlcc.DetectDialect(db); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	q, err := sqlcc.QuoteIdentifier(d, opts.Table)
+	st, err := sqlstore.Open(db, opts.Dialect, opts.Table, DefaultTable)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	return &SQLMarkers{db: db, d: d, table: q, raw: opts.Table}, nil
+	return &SQLMarkers{db: db, d: st.Dialect, table: st.Quoted, raw: st.Name}, nil
 }
 
 // MarkerSchema returns the statement that creates the marker table
 // (idempotent) for dialect. An empty table selects [DefaultTable].
 func MarkerSchema(dialect sqlcc.Dialect, table string) (string, error) {
-	if table == "" {
-		table = DefaultTable
-	}
-	q, err := sqlcc.QuoteIdentifier(dialect, table)
+	t, err := sqlstore.NewTable(dialect, table, DefaultTable)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	q := t.Quoted
 	text := "TEXT"
 	if dialect == sqlcc.MySQL {
 		text = "VARCHAR(2000)"

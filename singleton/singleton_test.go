@@ -303,3 +303,35 @@ func TestOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMarkerOptions(t *testing.T) {
+	db, err := sql.Open("sqlite", sqliteDSN(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for name, tc := range map[string]struct {
+		db   *sql.DB
+		opts singleton.MarkerOptions
+	}{
+		"nil db":          {nil, singleton.MarkerOptions{}},
+		"bad table":       {db, singleton.MarkerOptions{Table: "bad name"}},
+		"invalid dialect": {db, singleton.MarkerOptions{Dialect: 9}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if mk, err := singleton.NewSQLMarkers(tc.db, tc.opts); !errors.Is(err, singleton.ErrInvalid) || mk != nil {
+				t.Fatalf("NewSQLMarkers: %v, %v", mk, err)
+			}
+			if _, err := singleton.MarkerSchema(tc.opts.Dialect, tc.opts.Table); tc.db != nil && !errors.Is(err, singleton.ErrInvalid) {
+				t.Fatalf("MarkerSchema: %v", err)
+			}
+		})
+	}
+	mk, err := singleton.NewSQLMarkers(db, singleton.MarkerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mk.CreateTable(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
