@@ -1,5 +1,5 @@
 // Package checkout gives a user an edit lease on a resource that spans
-// requests: pessimistic control for edits that take minutes (seed S12b).
+// requests: pessimistic control for edits that take minutes.
 //
 // A user checks a resource out with [Manager.Acquire] and gets a
 // [Checkout] carrying a secret Token; everyone else gets a *[HeldError]

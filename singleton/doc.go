@@ -1,4 +1,4 @@
-// Package singleton runs jobs that must not run twice (seed S17): on at
+// Package singleton runs jobs that must not run twice: on at
 // most one node at a time over any lock.Locker, and at most once per
 // schedule slot with a durable marker.
 //

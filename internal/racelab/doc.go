@@ -1,8 +1,9 @@
 // Package racelab is the race lab behind "haita race": every race of the
-// seed articles (S1–S19) reproduced with a broken variant — the naive code
-// the articles warn about — and one or more fixed variants built on haita's
-// packages, run by many workers (goroutines, and real OS processes where the
-// seed is about processes), with the invariant checked afterwards.
+// techniques S1–S19 (docs/techniques.md in the repository) reproduced with
+// a broken variant — the naive code the techniques warn about — and one or
+// more fixed variants built on haita's packages, run by many workers
+// (goroutines, and real OS processes where the technique is about
+// processes), with the invariant checked afterwards.
 //
 // Each [Scenario] lists its [Case]s (one variant on one engine). [Run] runs
 // the selected cases and returns one [Result] per case: the number of

@@ -158,11 +158,12 @@ func (r Result) Failed() bool {
 	return r.Error != "" || (r.Kind == Broken) == (r.Violations == 0)
 }
 
-// Scenario is one race of the seeds with its variants.
+// Scenario is one race of the technique list (docs/techniques.md) with its variants.
 type Scenario struct {
 	ID    int
 	Name  string
 	Title string
+	// Seeds lists the ids of the techniques the scenario reproduces ("S4 S8 S18").
 	Seeds string
 	// Unit names what a violation is ("lost updates").
 	Unit string

@@ -123,7 +123,7 @@ td.detail{text-align:left;white-space:normal;color:var(--muted)}
 .legend span{display:inline-block;margin-right:14px} .sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 </style></head><body>
 <header><h1>haita race lab</h1>
-<p>Every race of the seeds, reproduced broken and fixed, measured on this machine.</p>
+<p>Every race of haita's technique list (docs/techniques.md), reproduced broken and fixed, measured on this machine.</p>
 <p><code>{{.Meta.Command}}</code> · {{.When}} · {{.Elapsed}} · {{.Machine}}</p>
 <p>Race windows widened on purpose: workers sleep {{.Window}} between read and write.</p></header>
 <main>
@@ -139,7 +139,7 @@ td.detail{text-align:left;white-space:normal;color:var(--muted)}
 <table><tr><th class="l">variant</th><th>workers</th><th>ops</th><th>violations</th><th>ops/s</th><th>retries</th><th>retries/op</th><th>p50 wait</th><th>p99 wait</th></tr>
 {{range .SweepRows}}<tr><td class="l">{{.Variant}}</td><td>{{.Workers}}</td><td>{{.Ops}}</td><td>{{.Violations}}</td><td>{{f0 .OpsPerSec}}</td><td>{{.Retries}}</td><td>{{f2 (perop .)}}</td><td>{{ms .WaitP50ms}}</td><td>{{ms .WaitP99ms}}</td></tr>
 {{end}}</table></section>{{end}}
-{{range .Scenarios}}<section id="s{{.ID}}"><h2>{{.ID}}. {{.Title}}</h2><p class="seeds">Seeds {{.Seeds}} · violations counted as {{.Unit}}</p>
+{{range .Scenarios}}<section id="s{{.ID}}"><h2>{{.ID}}. {{.Title}}</h2><p class="seeds">Techniques {{.Seeds}} · violations counted as {{.Unit}}</p>
 <div class="charts"><div>{{.Violations}}</div><div>{{.Throughput}}</div></div>
 <table><tr><th class="l">variant</th><th class="l">kind</th><th class="l">engine</th><th class="l">mode</th><th>workers</th><th>ops</th><th>violations</th><th>ops/s</th><th>retries</th><th>p50 wait</th><th>p99 wait</th><th class="l">what happened</th></tr>
 {{range .Rows}}<tr{{if failed .}} class="bad"{{end}}><td class="l">{{.Variant}}</td><td class="l {{.Kind}}">{{.Kind}}</td><td class="l">{{.Engine}}</td><td class="l">{{.Mode}}</td><td>{{.Workers}}</td><td>{{.Ops}}</td><td class="{{.Kind}}">{{verdict .}}</td><td>{{f0 .OpsPerSec}}</td><td>{{.Retries}}</td><td>{{ms .WaitP50ms}}</td><td>{{ms .WaitP99ms}}</td><td class="detail">{{.Detail}}{{if .Error}} — error: {{.Error}}{{end}}</td></tr>
