@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,17 +20,19 @@ import (
 	"github.com/haita/haita/internal/racelab"
 )
 
-func init() {
-	commands["race"] = runRace
-	commands["race-worker"] = runRaceWorker
-}
+const raceUsage = `Usage: haita race [flags]
 
-// errViolations is returned when a variant's outcome contradicts its kind.
-var errViolations = errors.New("race: unexpected outcome (see the table)")
+The race lab: every race of haita's technique list (docs/techniques.md),
+reproduced with a broken variant and fixed ones, on the embedded engines and
+on the servers given by address, with the violations counted.
+
+Exit status 3 when a case's outcome contradicts its kind (a broken variant
+without violations, or a fixed one with), 1 when a case ended in an error.
+`
 
 func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("race", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.Usage = usageFunc(fs, raceUsage)
 	var (
 		cfg                                 racelab.Config
 		scenarios, variants, engines, sweep string
@@ -55,15 +56,8 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&jsonOut, "json", false, "print the results as a JSON array instead of the table")
 	fs.StringVar(&report, "report", "", "write a self-contained HTML report to this file")
 	fs.BoolVar(&list, "list", false, "list the cases that would run, and exit")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: haita race [flags]\n\nThe race lab: every race of the seeds, broken and fixed, measured.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, 0, stdout); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: race: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	cfg.Scenarios = splitComma(scenarios)
 	cfg.Variants = splitComma(variants)
@@ -76,7 +70,7 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, s := range splitComma(sweep) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			return fmt.Errorf("%w: race: --sweep %q", errUsage, sweep)
+			return usageErrorf("race", "invalid value %q for flag -sweep: want worker counts of at least 1, comma-separated, or none", sweep)
 		}
 		cfg.Sweep = append(cfg.Sweep, n)
 	}
@@ -88,13 +82,16 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return exec.CommandContext(ctx, exe, append([]string{"race-worker"}, args...)...)
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErrorf("race", "%v", err)
+	}
+	plan, err := racelab.Plan(cfg)
+	if err != nil {
+		return err
+	}
+	if len(plan) == 0 {
+		return usageErrorf("race", "no case matches the -scenario, -variant and -engine given (-list shows the cases)")
 	}
 	if list {
-		plan, err := racelab.Plan(cfg)
-		if err != nil {
-			return err
-		}
 		for _, c := range plan {
 			fmt.Fprintf(stdout, "%s (%s, %d workers)\n", c, c.Kind, c.Workers)
 		}
@@ -145,16 +142,30 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(progressOut, "report written to %s\n", report)
 	}
-	for _, r := range results {
-		if r.Failed() {
-			return errViolations
-		}
-	}
-	return nil
+	return verdict(results)
 }
 
-func runRaceWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return racelab.RunWorker(ctx, args, os.Stdin, stdout)
+// verdict returns the error for a run's results: nil when every case ran and
+// came out as its kind says; an error (exit code 1) when a case ended in an
+// error; else one matching errContradicted (exit code 3) when a broken variant
+// had no violations or a fixed one had some.
+func verdict(results []racelab.Result) error {
+	var errored, contradicted int
+	for _, r := range results {
+		switch {
+		case r.Error != "":
+			errored++
+		case r.Failed():
+			contradicted++
+		}
+	}
+	switch {
+	case errored > 0:
+		return fmt.Errorf("race: %d of %d cases ended in an error (see the table)", errored, len(results))
+	case contradicted > 0:
+		return fmt.Errorf("race: %w in %d of %d cases (see the table)", errContradicted, contradicted, len(results))
+	}
+	return nil
 }
 
 func splitComma(s string) []string {

@@ -85,10 +85,12 @@ func TestRaceUsage(t *testing.T) {
 		"unknown scenario": {"race", "--scenario", "99"},
 		"bad sweep":        {"race", "--sweep", "0"},
 		"argument":         {"race", "extra"},
+		"no case":          {"race", "--engine", "memory", "--variant", "nonesuch"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			if err := run(t.Context(), args, &stdout, &stderr); !errors.Is(err, errUsage) {
+			var ue *usageError
+			if err := run(t.Context(), args, &stdout, &stderr); !errors.As(err, &ue) {
 				t.Fatalf("error %v, want a usage error", err)
 			}
 		})

@@ -15,38 +15,25 @@ import (
 	"github.com/haita/haita/internal/webapp"
 )
 
-func init() { commands["serve"] = runServe }
-
 const serveUsage = `Usage: haita serve [flags]
 
 Starts the sample app: documents edited by several people under three
 policies (last-write-wins, optimistic, check-out), with live updates and a
-JSON API (OpenAPI at /api/openapi.json).
-
-Flags:
+JSON API (OpenAPI at /api/openapi.json). It runs until interrupted (SIGINT,
+SIGTERM), then shuts the server down.
 `
 
 // runServe runs the sample app until ctx ends, then shuts the server down.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, serveUsage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = usageFunc(fs, serveUsage)
 	addr := fs.String("addr", "localhost:8080", "listen address")
 	dsn := fs.String("db", "haita.db", "database: a SQLite file (created with demo data), or a postgres:// or mysql:// URL")
 	seed := fs.Bool("seed", true, "insert demo users and documents into a database without users")
 	idle := fs.Duration("checkout-idle", 2*time.Minute, "a checkout ends this long after its last heartbeat")
 	maxAge := fs.Duration("checkout-max-age", 10*time.Minute, "a checkout ends this long after it was taken, at the latest")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, 0, stdout); err != nil {
+		return err
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))

@@ -91,12 +91,13 @@ func TestServe(t *testing.T) {
 
 func TestServeFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
+	var ue *usageError
 	err := run(t.Context(), []string{"serve", "--nope"}, &out, &errOut)
-	if !errors.Is(err, errUsage) {
+	if !errors.As(err, &ue) {
 		t.Fatalf("unknown flag: %v", err)
 	}
 	err = run(t.Context(), []string{"serve", "extra"}, &out, &errOut)
-	if !errors.Is(err, errUsage) {
+	if !errors.As(err, &ue) {
 		t.Fatalf("extra argument: %v", err)
 	}
 	err = run(t.Context(), []string{"serve", "--db", "mysql://u@127.0.0.1:1/"}, &out, &errOut)
