@@ -157,6 +157,22 @@ func TestErrorClasses(t *testing.T) {
 				}
 				return
 			}
+			if e.dialect == sqlcc.Postgres {
+				// Timeout applies to the locking statements only: the
+				// transaction's own setting is back afterwards.
+				tx := begin(t)
+				if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = '7s'"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.LockRow(ctx, tbl, 2, sqlcc.LockOptions{Timeout: 100 * time.Millisecond}, nil); err != nil {
+					t.Fatal(err)
+				}
+				var lt string
+				if err := tx.QueryRowContext(ctx, "SHOW lock_timeout").Scan(&lt); err != nil || lt != "7s" {
+					t.Errorf("lock_timeout after LockRow = %q, %v; want 7s restored", lt, err)
+				}
+				tx.Rollback()
+			}
 			tx := begin(t)
 			got, err := tx.LockKeys(ctx, tbl, []int64{2, 1, 2}, sqlcc.LockOptions{Mode: sqlcc.SkipLocked})
 			if err != nil || len(got) != 1 || got[0] != 2 {

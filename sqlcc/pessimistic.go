@@ -212,7 +212,10 @@ func withLockTimeout(ctx context.Context, tx querier, d Dialect, t Table, opts L
 	switch d {
 	case Postgres:
 		if opts.Timeout > 0 {
-			get = "SELECT current_setting('lock_timeout')"
+			// One round trip reads the previous value and sets the new one:
+			// OFFSET 0 keeps the subquery a plan node of its own, so
+			// current_setting runs before the outer set_config.
+			get = "SELECT p.prev, set_config('lock_timeout', $1, true) FROM (SELECT current_setting('lock_timeout') AS prev OFFSET 0) AS p"
 			set = "SELECT set_config('lock_timeout', $1, true)"
 			val = strconv.FormatInt(max(opts.Timeout.Milliseconds(), 1), 10) + "ms"
 		}
@@ -237,11 +240,18 @@ func withLockTimeout(ctx context.Context, tx querier, d Dialect, t Table, opts L
 	}
 	if get != "" {
 		var prev string
-		if err := tx.queryRow(ctx, get).Scan(&prev); err != nil {
-			return fmt.Errorf("sqlcc: read lock timeout: %w", err)
-		}
-		if err := execSetting(ctx, tx, d, set, val); err != nil {
-			return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+		if d == Postgres {
+			var now string
+			if err := tx.queryRow(ctx, get, val).Scan(&prev, &now); err != nil {
+				return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+			}
+		} else {
+			if err := tx.queryRow(ctx, get).Scan(&prev); err != nil {
+				return fmt.Errorf("sqlcc: read lock timeout: %w", err)
+			}
+			if err := execSetting(ctx, tx, d, set, val); err != nil {
+				return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+			}
 		}
 		if d == SQLite {
 			restore = "PRAGMA busy_timeout = " + prev
