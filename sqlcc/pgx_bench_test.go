@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +37,9 @@ func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryE
 // sessions). queries/op is counted by a pgx tracer:
 // the two sides must report the same. api=pgx-setlocal is the shortest hand
 // version of a lock timeout (SET LOCAL, not restored afterwards), for
-// reference.
+// reference. cpu-ns/op is the CPU time of the benchmark process (user and
+// system, the database server excluded) per operation: the client's cost,
+// much less disturbed than wall time by other load on the machine.
 func BenchmarkPgx(b *testing.B) {
 	ctx := b.Context()
 	cfg, err := pgxpool.ParseConfig(testserver.Postgres(b))
@@ -209,14 +212,25 @@ func BenchmarkPgx(b *testing.B) {
 			b.Run("op="+op.name+"/api="+im.api, func(b *testing.B) {
 				b.ReportAllocs()
 				start, n := queries.n.Load(), 0
+				cpu0 := processCPU(b)
 				for b.Loop() {
 					if err := im.fn(ctx); err != nil {
 						b.Fatal(err)
 					}
 					n++
 				}
+				b.ReportMetric(float64(processCPU(b)-cpu0)/float64(n), "cpu-ns/op")
 				b.ReportMetric(float64(queries.n.Load()-start)/float64(n), "queries/op")
 			})
 		}
 	}
+}
+
+// processCPU returns the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
