@@ -61,7 +61,6 @@ func RunTx(ctx context.Context, db *sql.DB, opts TxOptions, fn func(ctx context.
 		if err != nil {
 			return fmt.Errorf("sqlcc: begin: %w", err)
 		}
-		// database/sql rolls back a transaction whose context ended.
 		return finishTx(ctx, fn(ctx, tx), tx.Rollback, tx.Commit)
 	})
 }
@@ -111,6 +110,8 @@ func finishTx(ctx context.Context, fnErr error, rollback, commit func() error) e
 		return fnErr
 	}
 	if err := ctx.Err(); err != nil {
+		// Never commit work whose context ended: database/sql would roll
+		// it back by itself, and pgx would send COMMIT on a dead context.
 		_ = rollback()
 		return err
 	}
