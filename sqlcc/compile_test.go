@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -59,8 +58,10 @@ var (
 	RunTx(ctx, db, TxOptions{}, nil)
 }
 `
-	_, self, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(self)
+	dir, err := os.Getwd() // go test runs the binary in the package's directory
+	if err != nil {
+		t.Fatal(err)
+	}
 	build := func(t *testing.T, src string) string {
 		t.Helper()
 		tmp := t.TempDir()
