@@ -18,50 +18,53 @@ func TestVersioned(t *testing.T) {
 		ctx := t.Context()
 		e.exec(t, "CREATE TABLE docs (id BIGINT PRIMARY KEY, body VARCHAR(100) NOT NULL, version BIGINT NOT NULL)")
 		e.exec(t, "INSERT INTO docs (id, body, version) VALUES (1, 'a', 0)")
-		// Dialect left zero: detected from the *sql.DB.
+		// Dialect left zero: detected from the *sql.DB; pgx is PostgreSQL.
 		tbl := sqlcc.Table{Name: "docs"}
 		if d, err := sqlcc.DetectDialect(e.db); err != nil || d != e.dialect {
 			t.Fatalf("DetectDialect = %v, %v", d, err)
 		}
-		v, err := sqlcc.UpdateVersioned(ctx, e.db, tbl, 1, 0, sqlcc.Set("body", "b"))
+		if e.pgx {
+			if _, err := e.api().UpdateVersioned(ctx, sqlcc.Table{Dialect: sqlcc.MySQL, Name: "docs"}, 1, 0); !errors.Is(err, sqlcc.ErrInvalidOptions) {
+				t.Errorf("pgx with dialect MySQL = %v, want ErrInvalidOptions", err)
+			}
+		}
+		v, err := e.api().UpdateVersioned(ctx, tbl, 1, 0, sqlcc.Set("body", "b"))
 		if err != nil || v != 1 {
 			t.Fatalf("update at version 0 = %d, %v", v, err)
 		}
-		_, err = sqlcc.UpdateVersioned(ctx, e.db, tbl, 1, 0, sqlcc.Set("body", "c"))
+		_, err = e.api().UpdateVersioned(ctx, tbl, 1, 0, sqlcc.Set("body", "c"))
 		var ce *sqlcc.ConflictError
 		if !errors.Is(err, sqlcc.ErrConflict) || !errors.As(err, &ce) || ce.Current != 1 || ce.Gone || ce.Expected != 0 {
 			t.Fatalf("stale update at version 0 = %v (%+v)", err, ce)
 		}
-		if _, err := sqlcc.UpdateVersioned(ctx, e.db, tbl, 99, 0, sqlcc.Set("body", "x")); !errors.As(err, &ce) || !ce.Gone {
+		if _, err := e.api().UpdateVersioned(ctx, tbl, 99, 0, sqlcc.Set("body", "x")); !errors.As(err, &ce) || !ce.Gone {
 			t.Errorf("update of missing row = %v", err)
 		}
-		if v, err := sqlcc.UpdateVersioned(ctx, e.db, tbl, 1, 1); err != nil || v != 2 {
+		if v, err := e.api().UpdateVersioned(ctx, tbl, 1, 1); err != nil || v != 2 {
 			t.Errorf("touch = %d, %v", v, err)
 		}
-		if err := sqlcc.DeleteVersioned(ctx, e.db, tbl, 1, 1); !errors.As(err, &ce) || ce.Current != 2 {
+		if err := e.api().DeleteVersioned(ctx, tbl, 1, 1); !errors.As(err, &ce) || ce.Current != 2 {
 			t.Errorf("stale delete = %v", err)
 		}
-		if err := sqlcc.DeleteVersioned(ctx, e.db, tbl, 1, 2); err != nil {
+		if err := e.api().DeleteVersioned(ctx, tbl, 1, 2); err != nil {
 			t.Errorf("delete = %v", err)
 		}
-		if err := sqlcc.DeleteVersioned(ctx, e.db, tbl, 1, 2); !errors.As(err, &ce) || !ce.Gone {
+		if err := e.api().DeleteVersioned(ctx, tbl, 1, 2); !errors.As(err, &ce) || !ce.Gone {
 			t.Errorf("second delete = %v", err)
 		}
 		if n := e.queryInt(t, "SELECT COUNT(*) FROM docs"); n != 0 {
 			t.Errorf("%d rows left", n)
 		}
-		tx, err := e.db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
+		tx := e.begin(t, 0)
+		if _, err := tx.UpdateVersioned(ctx, tbl, 1, 0); e.pgx && !errors.Is(err, sqlcc.ErrConflict) {
+			t.Errorf("pgx.Tx without dialect = %v, want ErrConflict (the row is gone)", err)
+		} else if !e.pgx && !errors.Is(err, sqlcc.ErrUnknownDialect) {
+			t.Errorf("*sql.Tx without dialect = %v, want ErrUnknownDialect", err)
 		}
-		defer tx.Rollback()
-		if _, err := sqlcc.UpdateVersioned(ctx, tx, tbl, 1, 0); !errors.Is(err, sqlcc.ErrUnknownDialect) {
-			t.Errorf("tx without dialect = %v, want ErrUnknownDialect", err)
-		}
-		if _, err := sqlcc.UpdateVersioned(ctx, e.db, sqlcc.Table{Name: "docs; DROP TABLE docs"}, 1, 0); !errors.Is(err, sqlcc.ErrInvalidIdentifier) {
+		if _, err := e.api().UpdateVersioned(ctx, sqlcc.Table{Name: "docs; DROP TABLE docs"}, 1, 0); !errors.Is(err, sqlcc.ErrInvalidIdentifier) {
 			t.Errorf("bad table name = %v", err)
 		}
-		if _, err := sqlcc.UpdateVersioned(ctx, e.db, tbl, 1, 0, sqlcc.Set(`body" = 1 --`, 1)); !errors.Is(err, sqlcc.ErrInvalidIdentifier) {
+		if _, err := e.api().UpdateVersioned(ctx, tbl, 1, 0, sqlcc.Set(`body" = 1 --`, 1)); !errors.Is(err, sqlcc.ErrInvalidIdentifier) {
 			t.Errorf("bad column name = %v", err)
 		}
 	})
@@ -73,14 +76,14 @@ func TestAdd(t *testing.T) {
 		e.exec(t, "CREATE TABLE stock (id BIGINT PRIMARY KEY, qty BIGINT NOT NULL)")
 		e.exec(t, "INSERT INTO stock (id, qty) VALUES (1, 3)")
 		tbl := e.table("stock")
-		if v, err := sqlcc.Add(ctx, e.db, tbl, 1, "qty", -2, 0); err != nil || v != 1 {
+		if v, err := e.api().Add(ctx, tbl, 1, "qty", -2, 0); err != nil || v != 1 {
 			t.Errorf("Add(-2) = %d, %v", v, err)
 		}
-		if _, err := sqlcc.Add(ctx, e.db, tbl, 1, "qty", -2, 0); !errors.Is(err, sqlcc.ErrOutOfRange) {
+		if _, err := e.api().Add(ctx, tbl, 1, "qty", -2, 0); !errors.Is(err, sqlcc.ErrOutOfRange) {
 			t.Errorf("Add below 0 = %v", err)
 		}
 		want := int64(-4)
-		if v, err := sqlcc.Add(ctx, e.db, tbl, 1, "qty", -5, math.MinInt64); e.dialect == sqlcc.MySQL {
+		if v, err := e.api().Add(ctx, tbl, 1, "qty", -5, math.MinInt64); e.dialect == sqlcc.MySQL {
 			// LAST_INSERT_ID is unsigned: a negative result fails, unchanged.
 			want = 1
 			if err == nil {
@@ -89,10 +92,10 @@ func TestAdd(t *testing.T) {
 		} else if err != nil || v != -4 {
 			t.Errorf("unbounded Add(-5) = %d, %v; want -4", v, err)
 		}
-		if _, err := sqlcc.Add(ctx, e.db, tbl, 2, "qty", 1, 0); !errors.Is(err, sqlcc.ErrNotFound) {
+		if _, err := e.api().Add(ctx, tbl, 2, "qty", 1, 0); !errors.Is(err, sqlcc.ErrNotFound) {
 			t.Errorf("Add on missing row = %v", err)
 		}
-		if _, err := sqlcc.Add(ctx, e.db, tbl, 1, "qty", 0, 0); !errors.Is(err, sqlcc.ErrInvalidOptions) {
+		if _, err := e.api().Add(ctx, tbl, 1, "qty", 0, 0); !errors.Is(err, sqlcc.ErrInvalidOptions) {
 			t.Errorf("Add(0) = %v", err)
 		}
 		if n := e.queryInt(t, "SELECT qty FROM stock WHERE id = 1"); n != want {
@@ -107,17 +110,17 @@ func TestFencedUpdate(t *testing.T) {
 		e.exec(t, "CREATE TABLE jobs (id BIGINT PRIMARY KEY, owner VARCHAR(20), fence BIGINT)")
 		e.exec(t, "INSERT INTO jobs (id) VALUES (1)")
 		tbl := e.table("jobs")
-		if err := sqlcc.FencedUpdate(ctx, e.db, tbl, 1, 5, sqlcc.Set("owner", "a")); err != nil {
+		if err := e.api().FencedUpdate(ctx, tbl, 1, 5, sqlcc.Set("owner", "a")); err != nil {
 			t.Fatalf("token 5 on empty fence: %v", err)
 		}
-		if err := sqlcc.FencedUpdate(ctx, e.db, tbl, 1, 5, sqlcc.Set("owner", "a")); err != nil {
+		if err := e.api().FencedUpdate(ctx, tbl, 1, 5, sqlcc.Set("owner", "a")); err != nil {
 			t.Errorf("token 5 again (same holder, same values): %v", err)
 		}
-		if err := sqlcc.FencedUpdate(ctx, e.db, tbl, 1, 7, sqlcc.Set("owner", "b")); err != nil {
+		if err := e.api().FencedUpdate(ctx, tbl, 1, 7, sqlcc.Set("owner", "b")); err != nil {
 			t.Errorf("token 7: %v", err)
 		}
 		// The paused holder of token 5 wakes up and writes.
-		err := sqlcc.FencedUpdate(ctx, e.db, tbl, 1, 5, sqlcc.Set("owner", "a"))
+		err := e.api().FencedUpdate(ctx, tbl, 1, 5, sqlcc.Set("owner", "a"))
 		var se *sqlcc.StaleTokenError
 		if !errors.Is(err, sqlcc.ErrStaleToken) || !errors.As(err, &se) || se.Current != 7 || se.Token != 5 {
 			t.Errorf("stale token 5 = %v", err)
@@ -126,10 +129,10 @@ func TestFencedUpdate(t *testing.T) {
 		if err := e.db.QueryRowContext(ctx, "SELECT owner FROM jobs WHERE id = 1").Scan(&owner); err != nil || owner != "b" {
 			t.Errorf("owner = %q, %v; want b", owner, err)
 		}
-		if err := sqlcc.FencedUpdate(ctx, e.db, tbl, 2, 9); !errors.Is(err, sqlcc.ErrNotFound) {
+		if err := e.api().FencedUpdate(ctx, tbl, 2, 9); !errors.Is(err, sqlcc.ErrNotFound) {
 			t.Errorf("missing row = %v", err)
 		}
-		if err := sqlcc.FencedUpdate(ctx, e.db, tbl, 1, math.MaxUint64); !errors.Is(err, sqlcc.ErrInvalidOptions) {
+		if err := e.api().FencedUpdate(ctx, tbl, 1, math.MaxUint64); !errors.Is(err, sqlcc.ErrInvalidOptions) {
 			t.Errorf("huge token = %v", err)
 		}
 	})
@@ -146,16 +149,16 @@ func TestCreateOrGetOtherKey(t *testing.T) {
 		row := func(login, email string) sqlcc.Row {
 			return sqlcc.Row{Table: tbl, Unique: []string{"login"}, Values: []sqlcc.Assignment{sqlcc.Set("login", login), sqlcc.Set("email", email)}}
 		}
-		if created, err := sqlcc.CreateOrGet(ctx, e.db, row("ann", "ann@x"), &id1); err != nil || !created {
+		if created, err := e.api().CreateOrGet(ctx, row("ann", "ann@x"), &id1); err != nil || !created {
 			t.Fatalf("first = %v, %v", created, err)
 		}
-		if created, err := sqlcc.CreateOrGet(ctx, e.db, row("ann", "other@x"), &id2); err != nil || created || id2 != id1 {
+		if created, err := e.api().CreateOrGet(ctx, row("ann", "other@x"), &id2); err != nil || created || id2 != id1 {
 			t.Errorf("second = %v, %v, id %d want %d", created, err, id2, id1)
 		}
-		if _, err := sqlcc.CreateOrGet(ctx, e.db, row("bob", "ann@x"), &id2); !sqlcc.IsUniqueViolation(err) {
+		if _, err := e.api().CreateOrGet(ctx, row("bob", "ann@x"), &id2); !sqlcc.IsUniqueViolation(err) {
 			t.Errorf("other key = %v, want unique violation", err)
 		}
-		if _, err := sqlcc.CreateOrGet(ctx, e.db, sqlcc.Row{Table: tbl, Unique: []string{"nope"}, Values: []sqlcc.Assignment{sqlcc.Set("login", "x")}}, &id2); !errors.Is(err, sqlcc.ErrInvalidOptions) {
+		if _, err := e.api().CreateOrGet(ctx, sqlcc.Row{Table: tbl, Unique: []string{"nope"}, Values: []sqlcc.Assignment{sqlcc.Set("login", "x")}}, &id2); !errors.Is(err, sqlcc.ErrInvalidOptions) {
 			t.Errorf("unique column without value = %v", err)
 		}
 	})

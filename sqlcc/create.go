@@ -50,6 +50,10 @@ func CreateOrGet(ctx context.Context, db DB, r Row, dest ...any) (created bool, 
 	if err != nil {
 		return false, err
 	}
+	return createOrGet(ctx, sqlQuerier{db}, d, r, dest)
+}
+
+func createOrGet(ctx context.Context, db querier, d Dialect, r Row, dest []any) (created bool, err error) {
 	ret := r.Returning
 	if len(ret) == 0 {
 		ret = []string{r.Table.key()}
@@ -121,11 +125,11 @@ func CreateOrGet(ctx context.Context, db DB, r Row, dest ...any) (created bool, 
 	var dup error // MySQL: the last duplicate-key error whose row was not found
 	for range attempts {
 		if d == MySQL {
-			_, err := db.ExecContext(ctx, ins.String(), ins.args...)
+			_, err := db.exec(ctx, ins.String(), ins.args...)
 			if err != nil && !IsUniqueViolation(err) {
 				return false, fmt.Errorf("sqlcc: insert into %s: %w", r.Table.Name, err)
 			}
-			serr := db.QueryRowContext(ctx, sel.String(), sel.args...).Scan(dest...)
+			serr := db.queryRow(ctx, sel.String(), sel.args...).Scan(dest...)
 			if serr == nil {
 				return err == nil, nil
 			}
@@ -136,14 +140,14 @@ func CreateOrGet(ctx context.Context, db DB, r Row, dest ...any) (created bool, 
 			dup = err
 			continue
 		}
-		err := db.QueryRowContext(ctx, ins.String(), ins.args...).Scan(dest...)
+		err := db.queryRow(ctx, ins.String(), ins.args...).Scan(dest...)
 		if err == nil {
 			return true, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return false, fmt.Errorf("sqlcc: insert into %s: %w", r.Table.Name, err)
 		}
-		err = db.QueryRowContext(ctx, sel.String(), sel.args...).Scan(dest...)
+		err = db.queryRow(ctx, sel.String(), sel.args...).Scan(dest...)
 		if err == nil {
 			return false, nil
 		}

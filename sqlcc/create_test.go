@@ -34,19 +34,19 @@ func TestDuplicateCreate(t *testing.T) {
 		}{
 			{name: "check-then-insert", broken: true, create: func(ctx context.Context, name string, item int64) (int64, bool, error) {
 				var n int64
-				if err := e.db.QueryRowContext(ctx, e.q("SELECT COUNT(*) FROM products WHERE name = ?"), name).Scan(&n); err != nil {
+				if err := e.api().QueryRowContext(ctx, e.q("SELECT COUNT(*) FROM products WHERE name = ?"), name).Scan(&n); err != nil {
 					return 0, false, err
 				}
 				if n > 0 {
 					return 0, false, nil
 				}
 				widen()
-				_, err := e.db.ExecContext(ctx, e.q("INSERT INTO products (name, item_id) VALUES (?, ?)"), name, item)
+				_, err := e.api().ExecContext(ctx, e.q("INSERT INTO products (name, item_id) VALUES (?, ?)"), name, item)
 				return 0, err == nil, err
 			}},
 			{name: "create-or-get", create: func(ctx context.Context, name string, item int64) (int64, bool, error) {
 				var id int64
-				created, err := sqlcc.CreateOrGet(ctx, e.db, sqlcc.Row{
+				created, err := e.api().CreateOrGet(ctx, sqlcc.Row{
 					Table:  products,
 					Unique: []string{"name"},
 					Values: []sqlcc.Assignment{sqlcc.Set("name", name), sqlcc.Set("item_id", item)},
@@ -56,9 +56,9 @@ func TestDuplicateCreate(t *testing.T) {
 			{name: "parent-row-lock", create: func(ctx context.Context, name string, item int64) (int64, bool, error) {
 				var id int64
 				var created bool
-				err := sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+				err := e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 					id, created = 0, false
-					if err := sqlcc.LockRow(ctx, tx, items, item, sqlcc.LockOptions{}, nil); err != nil {
+					if err := tx.LockRow(ctx, items, item, sqlcc.LockOptions{}, nil); err != nil {
 						return err
 					}
 					err := tx.QueryRowContext(ctx, e.q("SELECT id FROM products WHERE name = ?"), name).Scan(&id)
@@ -136,8 +136,8 @@ func TestDuplicateCreate(t *testing.T) {
 			var bSaw int64
 			var wg sync.WaitGroup
 			wg.Go(func() {
-				err := sqlcc.RunTx(ctx, e.db, sqlcc.TxOptions{Attempts: 1}, func(ctx context.Context, tx *sql.Tx) error {
-					if err := sqlcc.LockRow(ctx, tx, items, item, sqlcc.LockOptions{}, nil); err != nil {
+				err := e.runTx(ctx, sqlcc.TxOptions{Attempts: 1}, func(ctx context.Context, tx api) error {
+					if err := tx.LockRow(ctx, items, item, sqlcc.LockOptions{}, nil); err != nil {
 						return err
 					}
 					close(locked)
@@ -151,8 +151,8 @@ func TestDuplicateCreate(t *testing.T) {
 				}
 			})
 			<-locked
-			err := sqlcc.RunTx(ctx, e.db, sqlcc.TxOptions{Attempts: 1}, func(ctx context.Context, tx *sql.Tx) error {
-				if err := sqlcc.LockRow(ctx, tx, items, item, sqlcc.LockOptions{}, nil); err != nil {
+			err := e.runTx(ctx, sqlcc.TxOptions{Attempts: 1}, func(ctx context.Context, tx api) error {
+				if err := tx.LockRow(ctx, items, item, sqlcc.LockOptions{}, nil); err != nil {
 					return err
 				}
 				bLocked = time.Now()

@@ -1,9 +1,10 @@
 // Package sqlcc is database concurrency control for database/sql on
 // PostgreSQL (github.com/jackc/pgx/v5/stdlib), MySQL/MariaDB
-// (github.com/go-sql-driver/mysql) and SQLite (modernc.org/sqlite):
-// versioned (optimistic) writes, row locks in a canonical order, idempotent
-// create, fenced writes, driver-independent error classes and a transaction
-// runner that retries what can be retried.
+// (github.com/go-sql-driver/mysql) and SQLite (modernc.org/sqlite), and for
+// pgx's native API on PostgreSQL: versioned (optimistic) writes, row locks
+// in a canonical order, idempotent create, fenced writes,
+// driver-independent error classes and a transaction runner that retries
+// what can be retried.
 //
 // Every function takes the smallest thing it needs: a [DB] (satisfied by
 // *sql.DB, *sql.Tx and *sql.Conn) for single statements, a *sql.Tx for row
@@ -13,6 +14,26 @@
 // The dialect is detected from a *sql.DB or *sql.Conn, or set in
 // [Table].Dialect (required with a *sql.Tx). Nothing in the package holds
 // state: all functions are safe for concurrent use as far as their DB is.
+//
+// # pgx's native API
+//
+// Each operation has a Pgx twin that takes pgx's handles instead of
+// database/sql's, so a service on *pgxpool.Pool needs no *sql.DB:
+// [PgxUpdateVersioned], [PgxDeleteVersioned], [PgxAdd], [PgxFencedUpdate]
+// and [PgxCreateOrGet] take a [PgxDB] (*pgxpool.Pool, *pgx.Conn or
+// pgx.Tx); [PgxLockKeys] and [PgxLockRow] take a pgx.Tx, so they too refuse
+// at compile time to run outside a transaction; [PgxRunTx] takes a
+// [PgxBeginner] (*pgxpool.Pool or *pgx.Conn) and gives fn a pgx.Tx.
+// [Retry], [Classify] and the error types serve both APIs: pgx returns
+// *pgconn.PgError, which Classify reads.
+//
+// Both APIs build each statement with the same code and run it through one
+// small internal interface (run a statement, read one row) with an adapter
+// per driver API, so they send the same SQL in the same number of round
+// trips and report the same errors. The twins live in this package rather
+// than in a subpackage because they share its unexported statement
+// builders; the package links pgx for error classification anyway, so they
+// add no dependency.
 //
 // # Choosing a technique
 //

@@ -51,22 +51,15 @@ func TestErrorClasses(t *testing.T) {
 			}
 			t.Logf("%v: code %s: %v", class, sqlcc.Classify(err).Code, err)
 		}
-		begin := func(t *testing.T) *sql.Tx {
-			tx, err := e.db.BeginTx(t.Context(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { tx.Rollback() })
-			return tx
-		}
+		begin := func(t *testing.T) api { return e.begin(t, sql.LevelDefault) }
 
 		t.Run("unique", func(t *testing.T) {
-			_, err := e.db.ExecContext(t.Context(), e.q("INSERT INTO ec (id, v, u) VALUES (3, 0, 1)"))
+			_, err := e.api().ExecContext(t.Context(), e.q("INSERT INTO ec (id, v, u) VALUES (3, 0, 1)"))
 			check(t, err, sqlcc.ClassUniqueViolation, sqlcc.RetryNone)
 			if c := sqlcc.Classify(err); e.dialect == sqlcc.Postgres && c.Constraint != "ec_u_key" {
 				t.Errorf("constraint %q, want ec_u_key", c.Constraint)
 			}
-			_, err = e.db.ExecContext(t.Context(), e.q("INSERT INTO ec (id, v, u) VALUES (1, 0, 9)"))
+			_, err = e.api().ExecContext(t.Context(), e.q("INSERT INTO ec (id, v, u) VALUES (1, 0, 9)"))
 			check(t, err, sqlcc.ClassUniqueViolation, sqlcc.RetryNone) // primary key
 		})
 
@@ -103,11 +96,10 @@ func TestErrorClasses(t *testing.T) {
 
 		t.Run("serialization", func(t *testing.T) {
 			ctx := t.Context()
-			var tx *sql.Tx
-			var err error
+			var tx api
 			switch e.dialect {
 			case sqlcc.Postgres:
-				tx, err = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+				tx = e.begin(t, sql.LevelRepeatableRead)
 			case sqlcc.MySQL:
 				// MariaDB reports write skew under REPEATABLE READ only with
 				// innodb_snapshot_isolation (10.6.18+, 10.11.8+).
@@ -119,14 +111,15 @@ func TestErrorClasses(t *testing.T) {
 				if _, cerr := conn.ExecContext(ctx, "SET SESSION innodb_snapshot_isolation = ON"); cerr != nil {
 					t.Skipf("no innodb_snapshot_isolation: %v", cerr)
 				}
-				tx, err = conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+				stx, err := conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stx.Rollback()
+				tx = api{db: stx, stx: stx}
 			default:
-				tx, err = e.db.BeginTx(ctx, nil)
+				tx = begin(t)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback()
 			var v int64
 			if err := tx.QueryRowContext(ctx, e.q("SELECT v FROM ec WHERE id = ?"), 2).Scan(&v); err != nil {
 				t.Fatal(err)
@@ -134,14 +127,14 @@ func TestErrorClasses(t *testing.T) {
 			if _, err := e.db.ExecContext(ctx, e.q("UPDATE ec SET v = v + 1 WHERE id = ?"), 2); err != nil {
 				t.Fatal(err)
 			}
-			_, err = tx.ExecContext(ctx, e.q("UPDATE ec SET v = ? WHERE id = ?"), v+10, 2)
+			_, err := tx.ExecContext(ctx, e.q("UPDATE ec SET v = ? WHERE id = ?"), v+10, 2)
 			check(t, err, sqlcc.ClassSerializationFailure, sqlcc.RetryTransaction)
 		})
 
 		t.Run("lock-timeout", func(t *testing.T) {
 			ctx := t.Context()
 			holder := begin(t)
-			if err := sqlcc.LockRow(ctx, holder, tbl, 1, sqlcc.LockOptions{}, nil); err != nil {
+			if err := holder.LockRow(ctx, tbl, 1, sqlcc.LockOptions{}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if e.dialect == sqlcc.SQLite {
@@ -149,12 +142,12 @@ func TestErrorClasses(t *testing.T) {
 				// SKIP LOCKED locks nothing.
 				tx := begin(t)
 				start := time.Now()
-				err := sqlcc.LockRow(ctx, tx, tbl, 2, sqlcc.LockOptions{Mode: sqlcc.NoWait}, nil)
+				err := tx.LockRow(ctx, tbl, 2, sqlcc.LockOptions{Mode: sqlcc.NoWait}, nil)
 				check(t, err, sqlcc.ClassBusy, sqlcc.RetryTransaction)
 				if d := time.Since(start); d > time.Second {
 					t.Errorf("NoWait waited %v", d)
 				}
-				got, err := sqlcc.LockKeys(ctx, tx, tbl, []int64{2, 1}, sqlcc.LockOptions{Mode: sqlcc.SkipLocked})
+				got, err := tx.LockKeys(ctx, tbl, []int64{2, 1}, sqlcc.LockOptions{Mode: sqlcc.SkipLocked})
 				if err != nil || len(got) != 0 {
 					t.Errorf("SkipLocked = %v, %v; want none, nil", got, err)
 				}
@@ -164,12 +157,28 @@ func TestErrorClasses(t *testing.T) {
 				}
 				return
 			}
+			if e.dialect == sqlcc.Postgres {
+				// Timeout applies to the locking statements only: the
+				// transaction's own setting is back afterwards.
+				tx := begin(t)
+				if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = '7s'"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.LockRow(ctx, tbl, 2, sqlcc.LockOptions{Timeout: 100 * time.Millisecond}, nil); err != nil {
+					t.Fatal(err)
+				}
+				var lt string
+				if err := tx.QueryRowContext(ctx, "SHOW lock_timeout").Scan(&lt); err != nil || lt != "7s" {
+					t.Errorf("lock_timeout after LockRow = %q, %v; want 7s restored", lt, err)
+				}
+				tx.Rollback()
+			}
 			tx := begin(t)
-			got, err := sqlcc.LockKeys(ctx, tx, tbl, []int64{2, 1, 2}, sqlcc.LockOptions{Mode: sqlcc.SkipLocked})
+			got, err := tx.LockKeys(ctx, tbl, []int64{2, 1, 2}, sqlcc.LockOptions{Mode: sqlcc.SkipLocked})
 			if err != nil || len(got) != 1 || got[0] != 2 {
 				t.Errorf("SkipLocked = %v, %v; want [2]", got, err)
 			}
-			err = sqlcc.LockRow(ctx, tx, tbl, 1, sqlcc.LockOptions{Mode: sqlcc.NoWait}, nil)
+			err = tx.LockRow(ctx, tbl, 1, sqlcc.LockOptions{Mode: sqlcc.NoWait}, nil)
 			check(t, err, sqlcc.ClassLockTimeout, map[sqlcc.Dialect]sqlcc.Scope{sqlcc.Postgres: sqlcc.RetryTransaction, sqlcc.MySQL: sqlcc.RetryStatement}[e.dialect])
 
 			tx = begin(t)
@@ -180,7 +189,7 @@ func TestErrorClasses(t *testing.T) {
 				}
 			}
 			start := time.Now()
-			err = sqlcc.LockRow(ctx, tx, tbl, 1, sqlcc.LockOptions{Timeout: 100 * time.Millisecond}, nil)
+			err = tx.LockRow(ctx, tbl, 1, sqlcc.LockOptions{Timeout: 100 * time.Millisecond}, nil)
 			check(t, err, sqlcc.ClassLockTimeout, map[sqlcc.Dialect]sqlcc.Scope{sqlcc.Postgres: sqlcc.RetryTransaction, sqlcc.MySQL: sqlcc.RetryStatement}[e.dialect])
 			if d := time.Since(start); d > 3*time.Second {
 				t.Errorf("Timeout waited %v", d)
@@ -201,7 +210,7 @@ func TestErrorClasses(t *testing.T) {
 			}
 			ctx := t.Context()
 			holder := begin(t)
-			if err := sqlcc.LockRow(ctx, holder, tbl, 1, sqlcc.LockOptions{}, nil); err != nil {
+			if err := holder.LockRow(ctx, tbl, 1, sqlcc.LockOptions{}, nil); err != nil {
 				t.Fatal(err)
 			}
 			// A second connection with a short busy_timeout.
@@ -214,7 +223,7 @@ func TestErrorClasses(t *testing.T) {
 			check(t, err, sqlcc.ClassBusy, sqlcc.RetryTransaction)
 
 			tx := begin(t)
-			err = sqlcc.LockRow(ctx, tx, tbl, 2, sqlcc.LockOptions{Timeout: 50 * time.Millisecond}, nil)
+			err = tx.LockRow(ctx, tbl, 2, sqlcc.LockOptions{Timeout: 50 * time.Millisecond}, nil)
 			check(t, err, sqlcc.ClassBusy, sqlcc.RetryTransaction)
 		})
 	})
@@ -237,7 +246,7 @@ func TestDeadlockRetry(t *testing.T) {
 				order = []int64{2, 1}
 			}
 			attempt := 0
-			err := sqlcc.RunTx(t.Context(), e.db, sqlcc.TxOptions{Attempts: 10}, func(ctx context.Context, tx *sql.Tx) error {
+			err := e.runTx(t.Context(), sqlcc.TxOptions{Attempts: 10}, func(ctx context.Context, tx api) error {
 				calls.Add(1)
 				attempt++
 				for i, id := range order {
@@ -306,7 +315,7 @@ func TestCommitUnknown(t *testing.T) {
 		}
 		e.exec(t, "CREATE TABLE cu (id BIGINT PRIMARY KEY)")
 		var calls int
-		err := sqlcc.RunTx(t.Context(), e.db, sqlcc.TxOptions{}, func(ctx context.Context, tx *sql.Tx) error {
+		err := e.runTx(t.Context(), sqlcc.TxOptions{}, func(ctx context.Context, tx api) error {
 			calls++
 			var id int64
 			if err := tx.QueryRowContext(ctx, idQ).Scan(&id); err != nil {

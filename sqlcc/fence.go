@@ -24,12 +24,16 @@ import (
 // A missing row is [ErrNotFound]. FencedUpdate is as safe for concurrent use
 // as db is.
 func FencedUpdate(ctx context.Context, db DB, t Table, key any, token uint64, set ...Assignment) error {
-	if token > math.MaxInt64 {
-		return fmt.Errorf("%w: fencing token %d above MaxInt64", ErrInvalidOptions, token)
-	}
 	d, err := resolveDialect(t.Dialect, db)
 	if err != nil {
 		return err
+	}
+	return fencedUpdate(ctx, sqlQuerier{db}, d, t, key, token, set)
+}
+
+func fencedUpdate(ctx context.Context, db querier, d Dialect, t Table, key any, token uint64, set []Assignment) error {
+	if token > math.MaxInt64 {
+		return fmt.Errorf("%w: fencing token %d above MaxInt64", ErrInvalidOptions, token)
 	}
 	tok := int64(token)
 	s := &stmt{d: d}
@@ -45,7 +49,7 @@ func FencedUpdate(ctx context.Context, db DB, t Table, key any, token uint64, se
 	if s.err != nil {
 		return s.err
 	}
-	res, err := db.ExecContext(ctx, s.String(), s.args...)
+	res, err := db.exec(ctx, s.String(), s.args...)
 	if err != nil {
 		return fmt.Errorf("sqlcc: fenced update %s: %w", t.Name, err)
 	}
@@ -59,7 +63,7 @@ func FencedUpdate(ctx context.Context, db DB, t Table, key any, token uint64, se
 	q := &stmt{d: d}
 	q.raw("SELECT ").ident(t.fence()).raw(" FROM ").ident(t.Name).raw(" WHERE ").ident(t.key()).raw(" = ").arg(key)
 	var cur sql.NullInt64
-	switch err := db.QueryRowContext(ctx, q.String(), q.args...).Scan(&cur); {
+	switch err := db.queryRow(ctx, q.String(), q.args...).Scan(&cur); {
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("%w: %s %v", ErrNotFound, t.Name, key)
 	case err != nil:

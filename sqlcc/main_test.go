@@ -13,6 +13,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/haita/haita/internal/testserver"
 	"github.com/haita/haita/sqlcc"
 )
@@ -26,10 +28,15 @@ type engine struct {
 	// dsn returns a DSN of a fresh, empty database.
 	dsn    func(tb testing.TB) string
 	driver string
+	// pgx runs the operations under test through pgx's native API (the
+	// Pgx functions on a *pgxpool.Pool and pgx.Tx) instead of database/sql;
+	// setup statements still use database/sql.
+	pgx bool
 }
 
 var engines = []engine{
 	{name: "postgres", dialect: sqlcc.Postgres, driver: "pgx", dsn: func(tb testing.TB) string { return testserver.Postgres(tb) }},
+	{name: "postgres-pgx", dialect: sqlcc.Postgres, driver: "pgx", pgx: true, dsn: func(tb testing.TB) string { return testserver.Postgres(tb) }},
 	{name: "mariadb", dialect: sqlcc.MySQL, driver: "mysql", dsn: func(tb testing.TB) string { return testserver.MariaDB(tb) }},
 	{name: "sqlite", dialect: sqlcc.SQLite, driver: "sqlite", dsn: func(tb testing.TB) string {
 		return "file:" + filepath.Join(tb.TempDir(), "test.db") + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
@@ -41,6 +48,8 @@ type env struct {
 	engine
 	dsn string
 	db  *sql.DB
+	// pool is the pgx pool the operations run on when engine.pgx is set.
+	pool *pgxpool.Pool
 }
 
 // open opens a new pool on e's database; the test's cleanup closes it.
@@ -112,6 +121,9 @@ func forEachEngine(t *testing.T, fn func(t *testing.T, e *env)) {
 			e.db = e.open(t)
 			if err := e.db.PingContext(t.Context()); err != nil {
 				t.Fatal(err)
+			}
+			if eng.pgx {
+				e.pool = e.openPool(t)
 			}
 			fn(t, e)
 		})

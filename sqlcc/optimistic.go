@@ -29,6 +29,10 @@ func UpdateVersioned(ctx context.Context, db DB, t Table, key any, expect int64,
 	if err != nil {
 		return 0, err
 	}
+	return updateVersioned(ctx, sqlQuerier{db}, d, t, key, expect, set)
+}
+
+func updateVersioned(ctx context.Context, db querier, d Dialect, t Table, key any, expect int64, set []Assignment) (int64, error) {
 	s := &stmt{d: d}
 	s.raw("UPDATE ").ident(t.Name).raw(" SET ")
 	for _, a := range set {
@@ -42,7 +46,7 @@ func UpdateVersioned(ctx context.Context, db DB, t Table, key any, expect int64,
 	if s.err != nil {
 		return 0, s.err
 	}
-	res, err := db.ExecContext(ctx, s.String(), s.args...)
+	res, err := db.exec(ctx, s.String(), s.args...)
 	if err != nil {
 		return 0, fmt.Errorf("sqlcc: update %s: %w", t.Name, err)
 	}
@@ -65,13 +69,17 @@ func DeleteVersioned(ctx context.Context, db DB, t Table, key any, expect int64)
 	if err != nil {
 		return err
 	}
+	return deleteVersioned(ctx, sqlQuerier{db}, d, t, key, expect)
+}
+
+func deleteVersioned(ctx context.Context, db querier, d Dialect, t Table, key any, expect int64) error {
 	s := &stmt{d: d}
 	s.raw("DELETE FROM ").ident(t.Name).raw(" WHERE ").ident(t.key()).raw(" = ").arg(key).
 		raw(" AND ").ident(t.version()).raw(" = ").arg(expect)
 	if s.err != nil {
 		return s.err
 	}
-	res, err := db.ExecContext(ctx, s.String(), s.args...)
+	res, err := db.exec(ctx, s.String(), s.args...)
 	if err != nil {
 		return fmt.Errorf("sqlcc: delete %s: %w", t.Name, err)
 	}
@@ -86,11 +94,11 @@ func DeleteVersioned(ctx context.Context, db DB, t Table, key any, expect int64)
 }
 
 // conflict reads the current version after a versioned write matched no row.
-func conflict(ctx context.Context, db DB, d Dialect, t Table, key any, expect int64) error {
+func conflict(ctx context.Context, db querier, d Dialect, t Table, key any, expect int64) error {
 	s := &stmt{d: d}
 	s.raw("SELECT ").ident(t.version()).raw(" FROM ").ident(t.Name).raw(" WHERE ").ident(t.key()).raw(" = ").arg(key)
 	var cur int64
-	err := db.QueryRowContext(ctx, s.String(), s.args...).Scan(&cur)
+	err := db.queryRow(ctx, s.String(), s.args...).Scan(&cur)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return &ConflictError{Table: t.Name, Key: key, Expected: expect, Gone: true}
@@ -121,6 +129,10 @@ func Add(ctx context.Context, db DB, t Table, key any, column string, delta int6
 	if err != nil {
 		return 0, err
 	}
+	return add(ctx, sqlQuerier{db}, d, t, key, column, delta, min)
+}
+
+func add(ctx context.Context, db querier, d Dialect, t Table, key any, column string, delta int64, min int64) (int64, error) {
 	if delta == 0 {
 		return 0, fmt.Errorf("%w: Add with a zero delta", ErrInvalidOptions)
 	}
@@ -153,7 +165,7 @@ func Add(ctx context.Context, db DB, t Table, key any, column string, delta int6
 	}
 	var v int64
 	if d == MySQL {
-		res, err := db.ExecContext(ctx, s.String(), s.args...)
+		res, err := db.exec(ctx, s.String(), s.args...)
 		if err != nil {
 			return 0, fmt.Errorf("sqlcc: add to %s.%s: %w", t.Name, column, err)
 		}
@@ -168,7 +180,7 @@ func Add(ctx context.Context, db DB, t Table, key any, column string, delta int6
 			return v, nil
 		}
 	} else {
-		err := db.QueryRowContext(ctx, s.String(), s.args...).Scan(&v)
+		err := db.queryRow(ctx, s.String(), s.args...).Scan(&v)
 		if err == nil {
 			return v, nil
 		}
@@ -180,7 +192,7 @@ func Add(ctx context.Context, db DB, t Table, key any, column string, delta int6
 	e := &stmt{d: d}
 	e.raw("SELECT 1 FROM ").ident(t.Name).raw(" WHERE ").ident(t.key()).raw(" = ").arg(key)
 	var one int
-	switch err := db.QueryRowContext(ctx, e.String(), e.args...).Scan(&one); {
+	switch err := db.queryRow(ctx, e.String(), e.args...).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
 		return 0, fmt.Errorf("%w: %s %v", ErrNotFound, t.Name, key)
 	case err != nil:

@@ -83,11 +83,15 @@ func LockKeys[K cmp.Ordered](ctx context.Context, tx *sql.Tx, t Table, keys []K,
 	if tx == nil {
 		return nil, ErrNotInTx
 	}
-	if err := opts.validate(); err != nil {
-		return nil, err
-	}
 	d, err := resolveDialect(t.Dialect, tx)
 	if err != nil {
+		return nil, err
+	}
+	return lockKeys(ctx, sqlQuerier{tx}, d, t, keys, opts)
+}
+
+func lockKeys[K cmp.Ordered](ctx context.Context, tx querier, d Dialect, t Table, keys []K, opts LockOptions) ([]K, error) {
+	if err := opts.validate(); err != nil {
 		return nil, err
 	}
 	sorted := slices.Clone(keys)
@@ -98,10 +102,10 @@ func LockKeys[K cmp.Ordered](ctx context.Context, tx *sql.Tx, t Table, keys []K,
 		return nil, s.err
 	}
 	locked := make([]K, 0, len(sorted))
-	err = withLockTimeout(ctx, tx, d, t, opts, func() error {
+	err := withLockTimeout(ctx, tx, d, t, opts, func() error {
 		for _, k := range sorted {
 			var got K
-			err := tx.QueryRowContext(ctx, s.String(), k).Scan(&got)
+			err := tx.queryRow(ctx, s.String(), k).Scan(&got)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -127,15 +131,19 @@ func LockRow(ctx context.Context, tx *sql.Tx, t Table, key any, opts LockOptions
 	if tx == nil {
 		return ErrNotInTx
 	}
+	d, err := resolveDialect(t.Dialect, tx)
+	if err != nil {
+		return err
+	}
+	return lockRow(ctx, sqlQuerier{tx}, d, t, key, opts, columns, dest)
+}
+
+func lockRow(ctx context.Context, tx querier, d Dialect, t Table, key any, opts LockOptions, columns []string, dest []any) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
 	if len(columns) != len(dest) {
 		return fmt.Errorf("%w: %d columns, %d destinations", ErrInvalidOptions, len(columns), len(dest))
-	}
-	d, err := resolveDialect(t.Dialect, tx)
-	if err != nil {
-		return err
 	}
 	cols := columns
 	if len(cols) == 0 {
@@ -147,8 +155,8 @@ func LockRow(ctx context.Context, tx *sql.Tx, t Table, key any, opts LockOptions
 	if s.err != nil {
 		return s.err
 	}
-	err = withLockTimeout(ctx, tx, d, t, opts, func() error {
-		err := tx.QueryRowContext(ctx, s.String(), key).Scan(dest...)
+	err := withLockTimeout(ctx, tx, d, t, opts, func() error {
+		err := tx.queryRow(ctx, s.String(), key).Scan(dest...)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s %v", ErrNotFound, t.Name, key)
 		}
@@ -198,13 +206,16 @@ func lockStmt(d Dialect, t Table, cols []string, mode LockMode) *stmt {
 // withLockTimeout runs lock with the engine's lock wait set per opts and
 // restores the previous setting afterwards. On SQLite it first takes the
 // database write lock.
-func withLockTimeout(ctx context.Context, tx *sql.Tx, d Dialect, t Table, opts LockOptions, lock func() error) (err error) {
+func withLockTimeout(ctx context.Context, tx querier, d Dialect, t Table, opts LockOptions, lock func() error) (err error) {
 	var get, set, restore string
 	var val string
 	switch d {
 	case Postgres:
 		if opts.Timeout > 0 {
-			get = "SELECT current_setting('lock_timeout')"
+			// One round trip reads the previous value and sets the new one:
+			// OFFSET 0 keeps the subquery a plan node of its own, so
+			// current_setting runs before the outer set_config.
+			get = "SELECT p.prev, set_config('lock_timeout', $1, true) FROM (SELECT current_setting('lock_timeout') AS prev OFFSET 0) AS p"
 			set = "SELECT set_config('lock_timeout', $1, true)"
 			val = strconv.FormatInt(max(opts.Timeout.Milliseconds(), 1), 10) + "ms"
 		}
@@ -229,11 +240,18 @@ func withLockTimeout(ctx context.Context, tx *sql.Tx, d Dialect, t Table, opts L
 	}
 	if get != "" {
 		var prev string
-		if err := tx.QueryRowContext(ctx, get).Scan(&prev); err != nil {
-			return fmt.Errorf("sqlcc: read lock timeout: %w", err)
-		}
-		if err := execSetting(ctx, tx, d, set, val); err != nil {
-			return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+		if d == Postgres {
+			var now string
+			if err := tx.queryRow(ctx, get, val).Scan(&prev, &now); err != nil {
+				return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+			}
+		} else {
+			if err := tx.queryRow(ctx, get).Scan(&prev); err != nil {
+				return fmt.Errorf("sqlcc: read lock timeout: %w", err)
+			}
+			if err := execSetting(ctx, tx, d, set, val); err != nil {
+				return fmt.Errorf("sqlcc: set lock timeout: %w", err)
+			}
 		}
 		if d == SQLite {
 			restore = "PRAGMA busy_timeout = " + prev
@@ -255,7 +273,7 @@ func withLockTimeout(ctx context.Context, tx *sql.Tx, d Dialect, t Table, opts L
 		if s.err != nil {
 			return s.err
 		}
-		if _, err := tx.ExecContext(ctx, s.String()); err != nil {
+		if _, err := tx.exec(ctx, s.String()); err != nil {
 			if opts.Mode == SkipLocked && IsBusy(err) {
 				return errSkipped
 			}
@@ -265,11 +283,11 @@ func withLockTimeout(ctx context.Context, tx *sql.Tx, d Dialect, t Table, opts L
 	return lock()
 }
 
-func execSetting(ctx context.Context, tx *sql.Tx, d Dialect, q, val string) error {
+func execSetting(ctx context.Context, tx querier, d Dialect, q, val string) error {
 	if d == SQLite {
-		_, err := tx.ExecContext(ctx, q)
+		_, err := tx.exec(ctx, q)
 		return err
 	}
-	_, err := tx.ExecContext(ctx, q, val)
+	_, err := tx.exec(ctx, q, val)
 	return err
 }

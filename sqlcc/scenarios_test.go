@@ -2,7 +2,6 @@ package sqlcc_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -38,7 +37,7 @@ func TestLostUpdate(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e *env) {
 		e.exec(t, "CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, version BIGINT NOT NULL DEFAULT 0)")
 		tbl := e.table("counters")
-		readN := func(ctx context.Context, db sqlcc.DB, id int64) (n, v int64, err error) {
+		readN := func(ctx context.Context, db api, id int64) (n, v int64, err error) {
 			err = db.QueryRowContext(ctx, e.q("SELECT n, version FROM counters WHERE id = ?"), id).Scan(&n, &v)
 			return n, v, err
 		}
@@ -49,18 +48,18 @@ func TestLostUpdate(t *testing.T) {
 			inc    func(ctx context.Context, id int64) error
 		}{
 			{name: "read-modify-write", broken: true, ops: 25, inc: func(ctx context.Context, id int64) error {
-				n, _, err := readN(ctx, e.db, id)
+				n, _, err := readN(ctx, e.api(), id)
 				if err != nil {
 					return err
 				}
 				widen()
-				_, err = e.db.ExecContext(ctx, e.q("UPDATE counters SET n = ? WHERE id = ?"), n+1, id)
+				_, err = e.api().ExecContext(ctx, e.q("UPDATE counters SET n = ? WHERE id = ?"), n+1, id)
 				return err
 			}},
 			{name: "row-lock", ops: 60, inc: func(ctx context.Context, id int64) error {
-				return sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+				return e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 					var n int64
-					if err := sqlcc.LockRow(ctx, tx, tbl, id, sqlcc.LockOptions{}, []string{"n"}, &n); err != nil {
+					if err := tx.LockRow(ctx, tbl, id, sqlcc.LockOptions{}, []string{"n"}, &n); err != nil {
 						return err
 					}
 					widen()
@@ -70,17 +69,17 @@ func TestLostUpdate(t *testing.T) {
 			}},
 			{name: "version-retry", ops: 40, inc: func(ctx context.Context, id int64) error {
 				return sqlcc.Retry(ctx, retryOpts, func(ctx context.Context) error {
-					n, v, err := readN(ctx, e.db, id)
+					n, v, err := readN(ctx, e.api(), id)
 					if err != nil {
 						return err
 					}
 					widen()
-					_, err = sqlcc.UpdateVersioned(ctx, e.db, tbl, id, v, sqlcc.Set("n", n+1))
+					_, err = e.api().UpdateVersioned(ctx, tbl, id, v, sqlcc.Set("n", n+1))
 					return err
 				})
 			}},
 			{name: "atomic-add", ops: 100, inc: func(ctx context.Context, id int64) error {
-				_, err := sqlcc.Add(ctx, e.db, tbl, id, "n", 1, math.MinInt64)
+				_, err := e.api().Add(ctx, tbl, id, "n", 1, math.MinInt64)
 				return err
 			}},
 		}
@@ -90,10 +89,10 @@ func TestLostUpdate(t *testing.T) {
 		// RunTx retrying; this count is what shows the lock at work there.)
 		var lockCalls atomic.Int64
 		methods[1].inc = func(ctx context.Context, id int64) error {
-			return sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+			return e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 				lockCalls.Add(1)
 				var n int64
-				if err := sqlcc.LockRow(ctx, tx, tbl, id, sqlcc.LockOptions{}, []string{"n"}, &n); err != nil {
+				if err := tx.LockRow(ctx, tbl, id, sqlcc.LockOptions{}, []string{"n"}, &n); err != nil {
 					return err
 				}
 				widen()
@@ -115,19 +114,19 @@ func TestLostUpdate(t *testing.T) {
 					var err error
 					switch m.name {
 					case "read-modify-write":
-						n, _, rerr := readN(ctx, e.db, id)
+						n, _, rerr := readN(ctx, e.api(), id)
 						hold(w)
 						if err = rerr; err == nil {
-							_, err = e.db.ExecContext(ctx, e.q("UPDATE counters SET n = ? WHERE id = ?"), n+1, id)
+							_, err = e.api().ExecContext(ctx, e.q("UPDATE counters SET n = ? WHERE id = ?"), n+1, id)
 						}
 					case "version-retry":
 						err = sqlcc.Retry(ctx, retryOpts, func(ctx context.Context) error {
-							n, v, err := readN(ctx, e.db, id)
+							n, v, err := readN(ctx, e.api(), id)
 							hold(w)
 							if err != nil {
 								return err
 							}
-							_, err = sqlcc.UpdateVersioned(ctx, e.db, tbl, id, v, sqlcc.Set("n", n+1))
+							_, err = e.api().UpdateVersioned(ctx, tbl, id, v, sqlcc.Set("n", n+1))
 							return err
 						})
 					default:
@@ -191,22 +190,22 @@ func TestOversell(t *testing.T) {
 		}{
 			{name: "unprotected", broken: true, buy: func(ctx context.Context, id int64) (bool, error) {
 				var qty int64
-				if err := e.db.QueryRowContext(ctx, e.q("SELECT qty FROM inventory WHERE id = ?"), id).Scan(&qty); err != nil {
+				if err := e.api().QueryRowContext(ctx, e.q("SELECT qty FROM inventory WHERE id = ?"), id).Scan(&qty); err != nil {
 					return false, err
 				}
 				if qty <= 0 {
 					return false, nil
 				}
 				widen()
-				_, err := e.db.ExecContext(ctx, e.q("UPDATE inventory SET qty = ? WHERE id = ?"), qty-1, id)
+				_, err := e.api().ExecContext(ctx, e.q("UPDATE inventory SET qty = ? WHERE id = ?"), qty-1, id)
 				return err == nil, err
 			}},
 			{name: "select-for-update", buy: func(ctx context.Context, id int64) (bool, error) {
 				var sold bool
-				err := sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+				err := e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 					sold = false
 					var qty int64
-					if err := sqlcc.LockRow(ctx, tx, tbl, id, sqlcc.LockOptions{}, []string{"qty"}, &qty); err != nil {
+					if err := tx.LockRow(ctx, tbl, id, sqlcc.LockOptions{}, []string{"qty"}, &qty); err != nil {
 						return err
 					}
 					if qty <= 0 {
@@ -226,14 +225,14 @@ func TestOversell(t *testing.T) {
 				err := sqlcc.Retry(ctx, retryOpts, func(ctx context.Context) error {
 					sold = false
 					var qty, v int64
-					if err := e.db.QueryRowContext(ctx, e.q("SELECT qty, version FROM inventory WHERE id = ?"), id).Scan(&qty, &v); err != nil {
+					if err := e.api().QueryRowContext(ctx, e.q("SELECT qty, version FROM inventory WHERE id = ?"), id).Scan(&qty, &v); err != nil {
 						return err
 					}
 					if qty <= 0 {
 						return nil
 					}
 					widen()
-					if _, err := sqlcc.UpdateVersioned(ctx, e.db, tbl, id, v, sqlcc.Set("qty", qty-1)); err != nil {
+					if _, err := e.api().UpdateVersioned(ctx, tbl, id, v, sqlcc.Set("qty", qty-1)); err != nil {
 						return err
 					}
 					sold = true
@@ -242,7 +241,7 @@ func TestOversell(t *testing.T) {
 				return sold && err == nil, err
 			}},
 			{name: "atomic-add", buy: func(ctx context.Context, id int64) (bool, error) {
-				_, err := sqlcc.Add(ctx, e.db, tbl, id, "qty", -1, 0)
+				_, err := e.api().Add(ctx, tbl, id, "qty", -1, 0)
 				if errors.Is(err, sqlcc.ErrOutOfRange) {
 					return false, nil
 				}
@@ -298,10 +297,10 @@ func TestTransfer(t *testing.T) {
 			{name: "unprotected", broken: true, move: func(ctx context.Context, tbl string, tr transfer) (bool, error) {
 				var a, b int64
 				sel := e.q("SELECT balance FROM " + tbl + " WHERE id = ?")
-				if err := e.db.QueryRowContext(ctx, sel, tr.from).Scan(&a); err != nil {
+				if err := e.api().QueryRowContext(ctx, sel, tr.from).Scan(&a); err != nil {
 					return false, err
 				}
-				if err := e.db.QueryRowContext(ctx, sel, tr.to).Scan(&b); err != nil {
+				if err := e.api().QueryRowContext(ctx, sel, tr.to).Scan(&b); err != nil {
 					return false, err
 				}
 				if a < tr.amount {
@@ -309,18 +308,18 @@ func TestTransfer(t *testing.T) {
 				}
 				widen()
 				upd := e.q("UPDATE " + tbl + " SET balance = ? WHERE id = ?")
-				if _, err := e.db.ExecContext(ctx, upd, a-tr.amount, tr.from); err != nil {
+				if _, err := e.api().ExecContext(ctx, upd, a-tr.amount, tr.from); err != nil {
 					return false, err
 				}
-				_, err := e.db.ExecContext(ctx, upd, b+tr.amount, tr.to)
+				_, err := e.api().ExecContext(ctx, upd, b+tr.amount, tr.to)
 				return err == nil, err
 			}},
 			{name: "lock-keys", move: func(ctx context.Context, tbl string, tr transfer) (bool, error) {
 				var moved bool
-				err := sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+				err := e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 					moved = false
 					// Passed in transfer order; LockKeys locks in key order.
-					got, err := sqlcc.LockKeys(ctx, tx, e.table(tbl), []int64{tr.from, tr.to}, sqlcc.LockOptions{})
+					got, err := tx.LockKeys(ctx, e.table(tbl), []int64{tr.from, tr.to}, sqlcc.LockOptions{})
 					if err != nil {
 						return err
 					}
@@ -351,7 +350,7 @@ func TestTransfer(t *testing.T) {
 				var moved bool
 				t := e.table(tbl)
 				err := sqlcc.Retry(ctx, retryOpts, func(ctx context.Context) error {
-					return sqlcc.RunTx(ctx, e.db, txOpts, func(ctx context.Context, tx *sql.Tx) error {
+					return e.runTx(ctx, txOpts, func(ctx context.Context, tx api) error {
 						moved = false
 						sel := e.q("SELECT balance, version FROM " + tbl + " WHERE id = ?")
 						var a, av, b, bv int64
@@ -374,7 +373,7 @@ func TestTransfer(t *testing.T) {
 							ws[0], ws[1] = ws[1], ws[0]
 						}
 						for _, x := range ws {
-							if _, err := sqlcc.UpdateVersioned(ctx, tx, t, x.id, x.v, sqlcc.Set("balance", x.bal)); err != nil {
+							if _, err := tx.UpdateVersioned(ctx, t, x.id, x.v, sqlcc.Set("balance", x.bal)); err != nil {
 								return err
 							}
 						}

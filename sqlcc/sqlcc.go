@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -167,15 +166,27 @@ type Assignment struct {
 // Set returns the assignment column = value.
 func Set(column string, value any) Assignment { return Assignment{Column: column, Value: value} }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-
 // ValidIdentifier reports whether name may be used as a table or column name:
 // an ASCII letter or underscore followed by up to 62 ASCII letters, digits or
 // underscores. sqlcc rejects every other name with [ErrInvalidIdentifier]
 // before it builds a statement, then quotes the name for the dialect, so names
 // are never a path for SQL injection. Quoting keeps the case: on PostgreSQL a
 // table created unquoted as Products is named products and must be passed so.
-func ValidIdentifier(name string) bool { return identRE.MatchString(name) }
+func ValidIdentifier(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
+		case '0' <= c && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // QuoteIdentifier validates name (see [ValidIdentifier]) and quotes it for d:
 // "name" on PostgreSQL and SQLite, `name` on MySQL.
@@ -275,29 +286,53 @@ type stmt struct {
 }
 
 func (s *stmt) raw(parts ...string) *stmt {
+	s.grow()
 	for _, p := range parts {
 		s.sb.WriteString(p)
 	}
 	return s
 }
 
+// ident writes name quoted for the dialect, as [QuoteIdentifier] does,
+// without allocating.
 func (s *stmt) ident(name string) *stmt {
-	q, err := QuoteIdentifier(s.d, name)
-	if err != nil && s.err == nil {
-		s.err = err
+	if !ValidIdentifier(name) || (s.d != Postgres && s.d != MySQL && s.d != SQLite) {
+		if _, err := QuoteIdentifier(s.d, name); s.err == nil {
+			s.err = err
+		}
+		return s
 	}
-	s.sb.WriteString(q)
+	q := byte('"')
+	if s.d == MySQL {
+		q = '`'
+	}
+	s.grow()
+	s.sb.WriteByte(q)
+	s.sb.WriteString(name)
+	s.sb.WriteByte(q)
 	return s
 }
 
 func (s *stmt) arg(v any) *stmt {
+	if s.args == nil {
+		s.args = make([]any, 0, 8)
+	}
 	s.args = append(s.args, v)
+	s.grow()
 	if s.d == Postgres {
-		s.sb.WriteString("$" + strconv.Itoa(len(s.args)))
+		s.sb.WriteByte('$')
+		s.sb.WriteString(strconv.Itoa(len(s.args)))
 	} else {
-		s.sb.WriteString("?")
+		s.sb.WriteByte('?')
 	}
 	return s
+}
+
+// grow sizes the builder once for a typical statement.
+func (s *stmt) grow() {
+	if s.sb.Cap() == 0 {
+		s.sb.Grow(160)
+	}
 }
 
 func (s *stmt) String() string { return s.sb.String() }

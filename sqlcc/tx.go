@@ -51,21 +51,38 @@ type TxOptions struct {
 // RunTx is safe for concurrent use; invalid options return
 // [ErrInvalidOptions] without starting a transaction.
 func RunTx(ctx context.Context, db *sql.DB, opts TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	if opts.Attempts < 0 {
-		return fmt.Errorf("%w: negative Attempts %d", ErrInvalidOptions, opts.Attempts)
-	}
-	if opts.Attempts == 0 {
-		opts.Attempts = 5
-	}
-	ro, err := RetryOptions{Attempts: opts.Attempts, BaseDelay: opts.BaseDelay, MaxDelay: opts.MaxDelay}.withDefaults()
+	ro, err := opts.retryOptions()
 	if err != nil {
 		return err
 	}
 	txo := &sql.TxOptions{Isolation: opts.Isolation, ReadOnly: opts.ReadOnly}
+	return runTx(ctx, ro, func(ctx context.Context) error {
+		tx, err := db.BeginTx(ctx, txo)
+		if err != nil {
+			return fmt.Errorf("sqlcc: begin: %w", err)
+		}
+		return finishTx(ctx, fn(ctx, tx), tx.Rollback, tx.Commit)
+	})
+}
+
+// retryOptions validates the attempts and backoff of a transaction runner.
+func (opts TxOptions) retryOptions() (RetryOptions, error) {
+	if opts.Attempts < 0 {
+		return RetryOptions{}, fmt.Errorf("%w: negative Attempts %d", ErrInvalidOptions, opts.Attempts)
+	}
+	if opts.Attempts == 0 {
+		opts.Attempts = 5
+	}
+	return RetryOptions{Attempts: opts.Attempts, BaseDelay: opts.BaseDelay, MaxDelay: opts.MaxDelay}.withDefaults()
+}
+
+// runTx runs once, which runs one transaction from begin to end, again after
+// each transient failure, as [RunTx] describes.
+func runTx(ctx context.Context, ro RetryOptions, once func(ctx context.Context) error) error {
 	attempt := 0
-	err = retry(ctx, ro.Attempts, ro.BaseDelay, ro.MaxDelay, func(ctx context.Context) error {
+	err := retry(ctx, ro.Attempts, ro.BaseDelay, ro.MaxDelay, func(ctx context.Context) error {
 		attempt++
-		return runOnce(ctx, db, txo, fn)
+		return once(ctx)
 	}, retryableTx)
 	if err != nil && attempt > 1 && retryableTx(err) {
 		return fmt.Errorf("sqlcc: transaction failed after %d attempts: %w", attempt, err)
@@ -84,21 +101,21 @@ func retryableTx(err error) bool {
 	return false
 }
 
-func runOnce(ctx context.Context, db *sql.DB, txo *sql.TxOptions, fn func(context.Context, *sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, txo)
-	if err != nil {
-		return fmt.Errorf("sqlcc: begin: %w", err)
-	}
-	if err := fn(ctx, tx); err != nil {
-		_ = tx.Rollback()
-		return err
+// finishTx ends a transaction whose function returned fnErr: it rolls back
+// if fnErr is set or ctx has ended, and otherwise commits, telling a COMMIT
+// that surely failed from one whose outcome is unknown.
+func finishTx(ctx context.Context, fnErr error, rollback, commit func() error) error {
+	if fnErr != nil {
+		_ = rollback()
+		return fnErr
 	}
 	if err := ctx.Err(); err != nil {
-		// database/sql rolls back a transaction whose context ended.
-		_ = tx.Rollback()
+		// Never commit work whose context ended: database/sql would roll
+		// it back by itself, and pgx would send COMMIT on a dead context.
+		_ = rollback()
 		return err
 	}
-	err = tx.Commit()
+	err := commit()
 	if err == nil {
 		return nil
 	}
