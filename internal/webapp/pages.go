@@ -397,7 +397,18 @@ func lostReason(err error) string {
 // beacon the editing page sends when it goes away.
 func (a *App) handleRelease(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	p, _ := userOf(r)
 	if tok := r.FormValue("token"); tok != "" {
+		// A token releases only its owner's checkout.
+		owner, ok, err := a.tokenOwner(r.Context(), a.db, id, tok)
+		if err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+		if ok && owner != p.User.Name {
+			redirect(w, r, "/docs/"+id, "held")
+			return
+		}
 		if err := a.co.Release(r.Context(), id, tok); err != nil && !isCheckoutLost(err) && !errors.Is(err, checkout.ErrInvalid) {
 			a.serverError(w, r, err)
 			return
