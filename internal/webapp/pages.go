@@ -123,8 +123,18 @@ func safeNext(next string) string {
 func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) {
 	name, pw := strings.TrimSpace(r.FormValue("name")), r.FormValue("password")
 	next := safeNext(r.FormValue("next"))
+	account, address := signInKeys(r, name)
+	if d := a.throttle.wait(account, address); d > 0 {
+		secs := int((d + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		a.render(w, r, http.StatusTooManyRequests, "login", "Sign in", loginData{Next: next, Name: name, Demo: a.opts.Seed,
+			Error: fmt.Sprintf("Too many failed sign-ins. Try again in %d seconds.", secs)})
+		return
+	}
 	u, err := a.login(r.Context(), name, pw)
 	if errors.Is(err, errBadLogin) {
+		a.throttle.failed(account, accountFreeFailures)
+		a.throttle.failed(address, addressFreeFailures)
 		a.render(w, r, http.StatusUnauthorized, "login", "Sign in", loginData{Next: next, Name: name, Error: "Wrong name or password.", Demo: a.opts.Seed})
 		return
 	}
@@ -132,6 +142,7 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
+	a.throttle.succeeded(account)
 	id, err := a.newSession(r.Context(), u.Name)
 	if err != nil {
 		a.serverError(w, r, err)
