@@ -114,7 +114,8 @@ func (t *signInThrottle) prune(now time.Time) {
 
 // signInKeys returns the throttle keys of a sign-in as name from r: the
 // account (case-folded, so that case variants share it) and the client
-// address.
+// address, the connection's peer: behind a reverse proxy every client has
+// the proxy's address, and only the per-account backoff tells them apart.
 func signInKeys(r *http.Request, name string) (account, address string) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
