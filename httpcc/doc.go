@@ -47,8 +47,12 @@
 // first one's date can overwrite the second one's data undetected. A deleted
 // resource has no Last-Modified either, and RFC 9110 requires the condition to
 // be ignored then, unless the handler reports the deletion time in
-// [State].LastModified. Prefer ETags from a version counter; use dates only
-// where clients cannot send an ETag.
+// [State].LastModified. A store can close the first gap by giving every
+// version its own second (haita serve records a save in the same second as
+// the previous version at the next second). The write itself must be
+// conditional on the date, like a versioned write: UPDATE … WHERE id = ? AND
+// updated_at < (the date + 1s). Prefer ETags from a version counter; use
+// dates only where clients cannot send an ETag.
 //
 // # Reads and 304
 //

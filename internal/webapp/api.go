@@ -119,10 +119,11 @@ func (a *App) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errInvalid), errors.Is(err, checkout.ErrInvalid):
 		problem(w, ptInvalid, strings.TrimPrefix(strings.TrimPrefix(err.Error(), "webapp: invalid input: "), "checkout: "), nil)
 	case errors.As(err, &ce):
-		httpcc.WriteError(w, &httpcc.PreconditionError{Current: ce.Current.state(), Header: "If-Match", Type: ptPreconditionFailed.URI()})
+		httpcc.WriteError(w, &httpcc.PreconditionError{Current: a.sent(ce.Current), Header: "If-Match", Type: ptPreconditionFailed.URI()})
 	case errors.As(err, &pe):
 		e := *pe
 		e.Type = ptPreconditionFailed.URI()
+		e.Current.LastModified = a.lastModified(e.Current.LastModified)
 		httpcc.WriteError(w, &e)
 	case errors.As(err, &re):
 		e := *re
@@ -194,11 +195,11 @@ func (a *App) apiGet(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "private, no-cache")
 	if err := httpcc.Check(r, d.state()); err != nil {
-		httpcc.SetValidators(w.Header(), d.state())
+		httpcc.SetValidators(w.Header(), a.sent(d))
 		a.writeErr(w, r, err)
 		return
 	}
-	httpcc.SetValidators(w.Header(), d.state())
+	httpcc.SetValidators(w.Header(), a.sent(d))
 	writeJSON(w, http.StatusOK, d)
 }
 
@@ -235,7 +236,7 @@ func (a *App) apiPut(w http.ResponseWriter, r *http.Request) {
 	if in.Policy != nil {
 		if inm := r.Header.Values("If-None-Match"); len(inm) == 1 && strings.TrimSpace(inm[0]) == "*" {
 			// A create that lost to another: "If-None-Match: *" is false.
-			httpcc.WriteError(w, &httpcc.PreconditionError{Current: cur.state(), Header: "If-None-Match", Type: ptAlreadyExists.URI()})
+			httpcc.WriteError(w, &httpcc.PreconditionError{Current: a.sent(cur), Header: "If-None-Match", Type: ptAlreadyExists.URI()})
 			return
 		}
 		problem(w, ptInvalid, "the policy of a document is fixed when it is created", nil)
@@ -260,7 +261,7 @@ func (a *App) apiPut(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, r, err)
 		return
 	}
-	httpcc.SetValidators(w.Header(), d.state())
+	httpcc.SetValidators(w.Header(), a.sent(d))
 	writeJSON(w, http.StatusOK, d)
 }
 
@@ -287,14 +288,14 @@ func (a *App) apiCreate(w http.ResponseWriter, r *http.Request, id string, in pu
 	d, err := a.createDoc(r.Context(), p.User.Name, Document{ID: id, Title: *in.Title, Body: *in.Body, Policy: *in.Policy})
 	var ce *conflictError
 	if errors.As(err, &ce) {
-		httpcc.WriteError(w, &httpcc.PreconditionError{Current: ce.Current.state(), Header: "If-None-Match", Type: ptAlreadyExists.URI()})
+		httpcc.WriteError(w, &httpcc.PreconditionError{Current: a.sent(ce.Current), Header: "If-None-Match", Type: ptAlreadyExists.URI()})
 		return
 	}
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
-	httpcc.SetValidators(w.Header(), d.state())
+	httpcc.SetValidators(w.Header(), a.sent(d))
 	w.Header().Set("Location", "/api/documents/"+d.ID)
 	writeJSON(w, http.StatusCreated, d)
 }

@@ -285,3 +285,29 @@ func TestConcurrentUnmodifiedSince(t *testing.T) {
 		}
 	}
 }
+
+// TestSameSecondSaves checks that If-Unmodified-Since protects a save made
+// in the same second as the read it is based on: every version gets its
+// own modification second, so the Last-Modified of a read tells the
+// versions apart even when saves follow each other within a second.
+func TestSameSecondSaves(t *testing.T) {
+	clock := newFakeClock() // stands still: every request falls in one second
+	ta := newTestAppWith(t, "", func(o *Options) { o.Now = clock.Now })
+	for _, doc := range []string{"welcome", "price-list"} {
+		p := "/api/documents/" + doc
+		lm := ta.call(t, "alice", "GET", p, "").Header.Get("Last-Modified")
+		if r := ta.call(t, "bob", "PUT", p, `{"body":"bob's"}`, "If-Unmodified-Since: "+lm); r.StatusCode != 200 {
+			t.Fatalf("%s: bob saves: %d %s", doc, r.StatusCode, r.body)
+		} else if got := r.Header.Get("Last-Modified"); got != lm {
+			// Never later than the response's own time (RFC 9110 §8.8.2.1).
+			t.Errorf("%s: Last-Modified %q after bob's save, want the current time %q", doc, got, lm)
+		}
+		r := ta.call(t, "alice", "PUT", p, `{"body":"alice's"}`, "If-Unmodified-Since: "+lm)
+		if r.StatusCode != http.StatusPreconditionFailed {
+			t.Errorf("%s: alice's save from before bob's, in the same second: %d, want 412", doc, r.StatusCode)
+		}
+		if d := ta.call(t, "alice", "GET", p, "").json(t); d["body"] != "bob's" {
+			t.Errorf("%s: stored %q: bob's save was lost", doc, d["body"])
+		}
+	}
+}

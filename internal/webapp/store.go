@@ -41,10 +41,45 @@ type Document struct {
 // ETag returns the document's entity-tag.
 func (d Document) ETag() string { return httpcc.ETag(d.Version) }
 
-// state is the document's validators for package httpcc: its ETag and,
-// as Last-Modified, UpdatedAt.
+// state is the document's validators for package httpcc, to evaluate
+// preconditions with: its ETag and, as its modification date, UpdatedAt.
 func (d Document) state() httpcc.State {
 	return httpcc.State{ETag: d.ETag(), LastModified: d.UpdatedAt, Exists: true}
+}
+
+// sent is d's state as a response reports it: Last-Modified no later
+// than now (see lastModified).
+func (a *App) sent(d Document) httpcc.State {
+	s := d.state()
+	s.LastModified = a.lastModified(s.LastModified)
+	return s
+}
+
+// lastModified returns the Last-Modified to send for a document last
+// modified at t. Saves give every version its own second (see
+// nextModified), which can put t a little ahead of the clock during a
+// burst of saves; RFC 9110 §8.8.2.1 then has the response carry the
+// current time instead. That date is earlier than t, so a client sending
+// it back in If-Unmodified-Since gets 412 until it reads again: a refusal,
+// never a lost update.
+func (a *App) lastModified(t time.Time) time.Time {
+	if now := a.now(); t.After(now) {
+		return now
+	}
+	return t
+}
+
+// nextModified returns the modification time of a save at now of a
+// version last modified at prev: now, or the second after prev's when the
+// save falls in the same second (or the clock went back). HTTP dates have
+// one-second granularity, so two versions with a Last-Modified in the same
+// second could not be told apart by If-Unmodified-Since: a client holding
+// the first one's date would overwrite the second one undetected.
+func nextModified(prev, now time.Time) time.Time {
+	if next := prev.Truncate(time.Second).Add(time.Second); now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // User is a signed-in user.
@@ -222,10 +257,11 @@ func (a *App) saveDoc(ctx context.Context, user, id string, in saveInput) (Docum
 		if err := validText(d.Title, d.Body); err != nil {
 			return err
 		}
-		if err := a.writeDoc(ctx, tx, d, in.Unmodified, user, now); err != nil {
+		at := nextModified(d.UpdatedAt, now)
+		if err := a.writeDoc(ctx, tx, d, in.Unmodified, user, at); err != nil {
 			return err
 		}
-		d.Version, d.UpdatedBy, d.UpdatedAt = d.Version+1, user, now
+		d.Version, d.UpdatedBy, d.UpdatedAt = d.Version+1, user, at
 		saved = d
 		return nil
 	}
@@ -324,12 +360,13 @@ func unmodifiedCond(unmodified time.Time) (string, []any) {
 }
 
 // writeDoc updates the locked row of d, conditional on d's version and on
-// unmodified, in the same statement. A row that no longer matches is a
-// *conflictError (it cannot happen while the row lock holds).
-func (a *App) writeDoc(ctx context.Context, tx *sql.Tx, d Document, unmodified time.Time, user string, now time.Time) error {
+// unmodified, in the same statement, recording the change at time at. A
+// row that no longer matches is a *conflictError (it cannot happen while
+// the row lock holds).
+func (a *App) writeDoc(ctx context.Context, tx *sql.Tx, d Document, unmodified time.Time, user string, at time.Time) error {
 	cond, args := unmodifiedCond(unmodified)
 	res, err := tx.ExecContext(ctx, a.q(`UPDATE `+tDocs+` SET title = ?, body = ?, updated_by = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?`+cond),
-		append([]any{d.Title, d.Body, user, now.UnixMilli(), d.ID, d.Version}, args...)...)
+		append([]any{d.Title, d.Body, user, at.UnixMilli(), d.ID, d.Version}, args...)...)
 	if err != nil {
 		return fmt.Errorf("webapp: update document: %w", err)
 	}
