@@ -311,3 +311,17 @@ func TestSameSecondSaves(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakNothingHeld checks that the page does not report a break that
+// did not happen.
+func TestBreakNothingHeld(t *testing.T) {
+	ta := newTestApp(t, "")
+	admin := ta.signIn(t, "admin")
+	r := admin.form("/docs/contract/break", admin.withCSRF(url.Values{"reason": {"r"}}))
+	if loc := r.Header.Get("Location"); loc != "/docs/contract?m=notheld" {
+		t.Fatalf("break of a free document: %d %q", r.StatusCode, loc)
+	}
+	if page := string(admin.get("/docs/contract?m=notheld").body); !strings.Contains(page, "no checkout to break") {
+		t.Errorf("no notice: %s", page)
+	}
+}

@@ -87,6 +87,7 @@ var flashes = map[string]struct {
 	"created":  {"Document created.", true},
 	"released": {"Editing cancelled; the document is free again.", true},
 	"broken":   {"Checkout broken. The former holder has been told.", true},
+	"notheld":  {"Nobody holds this document now; there was no checkout to break.", false},
 	"held":     {"Someone else is editing this document; try again when it is free.", false},
 	"lost":     {"Your checkout ended before you saved.", false},
 	"gone":     {"That document no longer exists.", false},
@@ -442,7 +443,11 @@ func (a *App) handleBreak(w http.ResponseWriter, r *http.Request) {
 		reason = reason[:500]
 	}
 	_, err := a.co.Break(r.Context(), id, p.User.Name, reason)
-	if err != nil && !errors.Is(err, checkout.ErrNotHeld) {
+	if errors.Is(err, checkout.ErrNotHeld) {
+		redirect(w, r, "/docs/"+id, "notheld")
+		return
+	}
+	if err != nil {
 		a.serverError(w, r, err)
 		return
 	}
