@@ -31,15 +31,17 @@ type State struct {
 // Check evaluates the conditional headers of r against cur in the order RFC
 // 9110 §13.2.2 fixes: If-Match, or else If-Unmodified-Since; then
 // If-None-Match, or else, for GET and HEAD, If-Modified-Since. It ignores
-// them for CONNECT, OPTIONS and TRACE. It returns
+// them for CONNECT, OPTIONS and TRACE. As §13.1.3 and §13.1.4 require, a
+// date field is ignored when its value is not one valid HTTP-date (a list
+// of dates included) and when cur has no LastModified; dates compare at
+// the one-second granularity of HTTP-dates. It returns
 //
 //   - nil when the method should be performed;
 //   - a [*PreconditionError] matching [ErrPreconditionFailed] (412) when a
 //     precondition is false, or [ErrNotModified] (304) when If-None-Match or
 //     If-Modified-Since is false on a GET or HEAD;
-//   - a [*HeaderError] matching [ErrMalformedHeader] (400) when If-Match,
-//     If-None-Match or If-Unmodified-Since is malformed (a malformed
-//     If-Modified-Since is ignored);
+//   - a [*HeaderError] matching [ErrMalformedHeader] (400) when If-Match or
+//     If-None-Match is malformed;
 //   - an error wrapping [ErrMalformedETag] when cur.ETag is not a valid
 //     entity-tag, which is the handler's bug.
 //
@@ -65,11 +67,7 @@ func Check(r *http.Request, cur State) error {
 		if !ok {
 			return fail("If-Match")
 		}
-	} else if lines := h.Values("If-Unmodified-Since"); len(lines) > 0 {
-		t, err := parseDate("If-Unmodified-Since", lines)
-		if err != nil {
-			return err
-		}
+	} else if t, ok := ValidDate(h, "If-Unmodified-Since"); ok {
 		// §13.1.4: ignored when the resource has no modification date.
 		if !cur.LastModified.IsZero() && seconds(cur.LastModified).After(t) {
 			return fail("If-Unmodified-Since")
@@ -88,14 +86,49 @@ func Check(r *http.Request, cur State) error {
 			}
 			return fail("If-None-Match")
 		}
-	} else if lines := h.Values("If-Modified-Since"); getOrHead && len(lines) > 0 {
-		t, err := parseDate("If-Modified-Since", lines)
-		// §13.1.3: an invalid date, or no modification date, is ignored.
-		if err == nil && cur.Exists && !cur.LastModified.IsZero() && !seconds(cur.LastModified).After(t) {
+	} else if t, ok := ValidDate(h, "If-Modified-Since"); getOrHead && ok {
+		// §13.1.3: ignored without a modification date.
+		if cur.Exists && !cur.LastModified.IsZero() && !seconds(cur.LastModified).After(t) {
 			return &PreconditionError{Current: cur, NotModified: true, Header: "If-Modified-Since"}
 		}
 	}
 	return nil
+}
+
+// CheckRead is [Check] for a handler serving a read (GET or HEAD): it sets
+// the validators of cur on w with [SetValidators], evaluates r's
+// preconditions against cur and, when one is false or malformed, writes the
+// response with [WriteError] (304, 412 or 400) and returns false. It
+// returns true when the handler should write the representation.
+//
+// A 304 repeats the header fields that the 200 would carry (RFC 9110
+// §15.4.5): set Cache-Control, Content-Location, Expires and Vary on w
+// before calling CheckRead, as for the 200; ETag comes from cur and Date
+// from net/http.
+func CheckRead(w http.ResponseWriter, r *http.Request, cur State) bool {
+	SetValidators(w.Header(), cur)
+	if err := Check(r, cur); err != nil {
+		WriteError(w, err)
+		return false
+	}
+	return true
+}
+
+// ValidDate returns the HTTP-date (RFC 9110 §5.6.7) in the field name of h,
+// and whether the field holds exactly one valid date. A field that is
+// absent, holds something else, or holds a list of dates gives false:
+// §13.1.3 and §13.1.4 make a recipient ignore If-Modified-Since and
+// If-Unmodified-Since then.
+func ValidDate(h http.Header, name string) (time.Time, bool) {
+	lines := h.Values(name)
+	if len(lines) != 1 {
+		return time.Time{}, false
+	}
+	t, err := http.ParseTime(strings.Trim(lines[0], " \t"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // SetValidators sets the ETag and Last-Modified fields of h from s, as a
@@ -171,21 +204,6 @@ func currentTag(cur State) (entityTag, error) {
 	t, err := parseTag(cur.ETag)
 	if err != nil {
 		return entityTag{}, fmt.Errorf("%w: State.ETag %q: %s", ErrMalformedETag, cur.ETag, err)
-	}
-	return t, nil
-}
-
-// parseDate parses a field holding one HTTP-date (RFC 9110 §5.6.7).
-func parseDate(header string, lines []string) (time.Time, error) {
-	bad := func(reason string) error {
-		return &HeaderError{Header: header, Value: strings.Join(lines, ", "), Reason: reason}
-	}
-	if len(lines) > 1 {
-		return time.Time{}, bad("more than one field line: want one HTTP-date")
-	}
-	t, err := http.ParseTime(strings.Trim(lines[0], " \t"))
-	if err != nil {
-		return time.Time{}, bad(`not an HTTP-date such as "Sun, 06 Nov 1994 08:49:37 GMT"`)
 	}
 	return t, nil
 }

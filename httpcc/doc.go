@@ -47,16 +47,27 @@
 // first one's date can overwrite the second one's data undetected. A deleted
 // resource has no Last-Modified either, and RFC 9110 requires the condition to
 // be ignored then, unless the handler reports the deletion time in
-// [State].LastModified. Prefer ETags from a version counter; use dates only
-// where clients cannot send an ETag.
+// [State].LastModified. A store can close the first gap by giving every
+// version its own second (haita serve records a save in the same second as
+// the previous version at the next second). The write itself must be
+// conditional on the date, like a versioned write: UPDATE … WHERE id = ? AND
+// updated_at < (the date + 1s). Prefer ETags from a version counter; use
+// dates only where clients cannot send an ETag.
+//
+// # Reads and 304
+//
+// [CheckRead] serves the read side: it sets ETag and Last-Modified, evaluates
+// the preconditions and writes a 304 (or 412) itself. A 304 keeps the fields
+// the handler set for the 200 (Cache-Control, Content-Location, Expires,
+// Vary), as RFC 9110 §15.4.5 requires, so set them before calling it.
 //
 // # Where this package departs from the letter of RFC 9110
 //
-//   - A malformed If-Unmodified-Since is rejected with 400 instead of being
-//     ignored (§13.1.4 says to ignore it): ignoring it would turn a guarded
-//     write into an unguarded one. A malformed If-Modified-Since is ignored, as
-//     the RFC says, since ignoring it only costs a full response.
 //   - A malformed or empty If-Match or If-None-Match is rejected with 400.
+//     (If-Unmodified-Since and If-Modified-Since that are not one valid
+//     HTTP-date are ignored, as §13.1.3 and §13.1.4 say; [Policy] does not
+//     count such an If-Unmodified-Since as a precondition, so a write that
+//     must be conditional gets 428 instead of running unguarded.)
 //   - The §13.2.2 allowance to answer 2xx when a failed If-Match request's
 //     change "has already succeeded" is left to the handler.
 //   - If-Range is not evaluated; [net/http.ServeContent] handles ranges.

@@ -68,6 +68,9 @@ type PreconditionError struct {
 	// 304, which has no body.
 	ContentType    string
 	Representation []byte
+
+	// Type is the problem document's type URI; "" writes "about:blank".
+	Type string
 }
 
 // Error returns a message naming the current entity-tag.
@@ -108,7 +111,7 @@ func (e *PreconditionError) StatusCode() int {
 func (e *PreconditionError) writeResponse(w http.ResponseWriter) {
 	SetValidators(w.Header(), e.Current)
 	if e.NotModified {
-		w.WriteHeader(http.StatusNotModified)
+		writeNotModified(w)
 		return
 	}
 	if e.Representation != nil {
@@ -130,7 +133,7 @@ func (e *PreconditionError) writeResponse(w http.ResponseWriter) {
 		ext["etag"] = e.Current.ETag
 		detail += "; its current entity-tag is " + e.Current.ETag
 	}
-	writeProblem(w, http.StatusPreconditionFailed, detail, ext)
+	writeProblem(w, e.Type, http.StatusPreconditionFailed, detail, ext)
 }
 
 // HeaderError reports a malformed conditional header. It matches
@@ -139,6 +142,7 @@ type HeaderError struct {
 	Header string // the field name, such as "If-Match"
 	Value  string // the received value, field lines joined with ", "
 	Reason string // what is wrong with it
+	Type   string // the problem document's type URI; "" writes "about:blank"
 }
 
 // Error returns a message naming the header and the fault.
@@ -153,7 +157,7 @@ func (e *HeaderError) Is(target error) bool { return target == ErrMalformedHeade
 func (e *HeaderError) StatusCode() int { return http.StatusBadRequest }
 
 func (e *HeaderError) writeResponse(w http.ResponseWriter) {
-	writeProblem(w, http.StatusBadRequest,
+	writeProblem(w, e.Type, http.StatusBadRequest,
 		fmt.Sprintf("malformed %s header: %s", e.Header, e.Reason),
 		map[string]any{"header": e.Header})
 }
@@ -163,11 +167,24 @@ func (e *HeaderError) writeResponse(w http.ResponseWriter) {
 type RequiredError struct {
 	Method  string   // the request method
 	Headers []string // the headers that would have satisfied the requirement
+	// Ignored names the conditional headers the request carried that were
+	// ignored as invalid, such as an If-Unmodified-Since that is not an
+	// HTTP-date.
+	Ignored []string
+	// Type is the problem document's type URI; "" writes "about:blank".
+	Type string
 }
 
 // Error returns a message naming the method and the headers it needs.
 func (e *RequiredError) Error() string {
-	return fmt.Sprintf("httpcc: %s requires a precondition: %s", e.Method, orList(e.Headers))
+	return fmt.Sprintf("httpcc: %s requires a precondition: %s%s", e.Method, orList(e.Headers), e.ignored())
+}
+
+func (e *RequiredError) ignored() string {
+	if len(e.Ignored) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s ignored: not a valid HTTP-date)", strings.Join(e.Ignored, ", "))
 }
 
 // Is reports whether target is [ErrPreconditionRequired].
@@ -178,10 +195,13 @@ func (e *RequiredError) StatusCode() int { return http.StatusPreconditionRequire
 
 func (e *RequiredError) writeResponse(w http.ResponseWriter) {
 	// RFC 6585 §3: the response should explain how to resubmit.
-	writeProblem(w, http.StatusPreconditionRequired,
-		fmt.Sprintf("%s requires a precondition: send %s (the ETag from your last read goes in If-Match)",
-			e.Method, orList(e.Headers)),
-		map[string]any{"required": e.Headers})
+	ext := map[string]any{"required": e.Headers}
+	if len(e.Ignored) > 0 {
+		ext["ignored"] = e.Ignored
+	}
+	writeProblem(w, e.Type, http.StatusPreconditionRequired,
+		fmt.Sprintf("%s requires a precondition: send %s (the ETag from your last read goes in If-Match)%s",
+			e.Method, orList(e.Headers), e.ignored()), ext)
 }
 
 // LockedError reports a write blocked by a pessimistic lock, such as a
@@ -192,6 +212,7 @@ type LockedError struct {
 	Holder string    // who holds the lock, as shown to users
 	Since  time.Time // when it was taken; zero if unknown
 	Until  time.Time // when it expires unless renewed; zero if unknown
+	Type   string    // the problem document's type URI; "" writes "about:blank"
 }
 
 // Error returns a message naming the holder and the expiry.
@@ -228,7 +249,23 @@ func (e *LockedError) writeResponse(w http.ResponseWriter) {
 		detail += " until " + e.Until.UTC().Format(time.RFC3339)
 		w.Header().Set("Retry-After", e.Until.UTC().Format(http.TimeFormat))
 	}
-	writeProblem(w, http.StatusLocked, detail, ext)
+	writeProblem(w, e.Type, http.StatusLocked, detail, ext)
+}
+
+// writeNotModified writes a 304 (RFC 9110 §15.4.5). It keeps the fields a
+// 200 would carry that the handler set already (Cache-Control,
+// Content-Location, Date, ETag, Expires, Vary) and removes representation
+// metadata that describes a body the 304 does not have; Last-Modified goes
+// too when ETag is there, as net/http.ServeContent does.
+func writeNotModified(w http.ResponseWriter) {
+	h := w.Header()
+	for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Content-Language", "Content-Range"} {
+		h.Del(k)
+	}
+	if h.Get("ETag") != "" {
+		h.Del("Last-Modified")
+	}
+	w.WriteHeader(http.StatusNotModified)
 }
 
 // responder is implemented by the error types of this package.
@@ -246,9 +283,12 @@ var (
 
 // WriteError writes err as the response: a [*PreconditionError] as 412 (with
 // the current ETag and Last-Modified, and the current representation if it
-// carries one) or 304, a [*HeaderError] as 400, a [*RequiredError] as 428 and
+// carries one) or 304 (with the current ETag and the fields already set on w
+// that RFC 9110 §15.4.5 makes a 304 repeat, such as Cache-Control and Vary;
+// without Content-Type or other metadata of a body), a [*HeaderError] as 400, a [*RequiredError] as 428 and
 // a [*LockedError] as 423, found with [errors.As] so wrapped errors work.
-// Bodies are RFC 9457 problem documents (application/problem+json). Any other
+// Bodies are RFC 9457 problem documents (application/problem+json) whose
+// type is the error's Type field, or "about:blank". Any other
 // error is written as 500 without its message, which may hold internals; log
 // it before calling WriteError. A nil err writes nothing. WriteError must be
 // called before anything else is written to w.
@@ -261,17 +301,20 @@ func WriteError(w http.ResponseWriter, err error) {
 		r.writeResponse(w)
 		return
 	}
-	writeProblem(w, http.StatusInternalServerError, "internal server error", nil)
+	writeProblem(w, "", http.StatusInternalServerError, "internal server error", nil)
 }
 
-// writeProblem writes an RFC 9457 problem document with type "about:blank",
-// whose title is the status text.
-func writeProblem(w http.ResponseWriter, status int, detail string, ext map[string]any) {
+// writeProblem writes an RFC 9457 problem document of type typ ("" is
+// "about:blank"), whose title is the status text.
+func writeProblem(w http.ResponseWriter, typ string, status int, detail string, ext map[string]any) {
 	p := make(map[string]any, len(ext)+4)
 	for k, v := range ext {
 		p[k] = v
 	}
-	p["type"] = "about:blank"
+	if typ == "" {
+		typ = "about:blank"
+	}
+	p["type"] = typ
 	p["title"] = http.StatusText(status)
 	p["status"] = status
 	p["detail"] = detail

@@ -58,11 +58,11 @@ func (s *docStore) handleGet(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r) // §13.2.1: a 404 ignores the preconditions
 		return
 	}
-	if err := httpcc.Check(r, state(d)); err != nil {
-		httpcc.WriteError(w, err) // 304 Not Modified
-		return
+	// Fields a 304 must repeat go on before CheckRead (RFC 9110 §15.4.5).
+	w.Header().Set("Cache-Control", "private, no-cache")
+	if !httpcc.CheckRead(w, r, state(d)) {
+		return // 304 Not Modified, with ETag and Cache-Control
 	}
-	httpcc.SetValidators(w.Header(), state(d))
 	io.WriteString(w, d.Body)
 }
 

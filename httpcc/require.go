@@ -14,8 +14,10 @@ import (
 // A Policy checks only that a precondition is present; [Check] evaluates it,
 // and rejects a malformed one with 400.
 type Policy struct {
-	// Methods lists the methods that must carry If-Match,
-	// If-Unmodified-Since, or "If-None-Match: *" (create-if-absent). Methods
+	// Methods lists the methods that must carry If-Match, a valid
+	// If-Unmodified-Since, or "If-None-Match: *" (create-if-absent); an
+	// If-Unmodified-Since that is not one HTTP-date does not count, since
+	// [Check] ignores it (RFC 9110 §13.1.4). Methods
 	// are case-sensitive, as in HTTP. Nil means PUT, PATCH and DELETE; an
 	// empty non-nil slice means none.
 	Methods []string
@@ -50,7 +52,8 @@ func (p Policy) Require(r *http.Request) error {
 	if create && len(inm) > 0 {
 		return nil
 	}
-	if update && (len(h.Values("If-Match")) > 0 || len(h.Values("If-Unmodified-Since")) > 0 ||
+	_, validIUS := ValidDate(h, "If-Unmodified-Since")
+	if update && (len(h.Values("If-Match")) > 0 || validIUS ||
 		(len(inm) == 1 && strings.Trim(inm[0], " \t") == "*")) {
 		return nil
 	}
@@ -60,7 +63,11 @@ func (p Policy) Require(r *http.Request) error {
 	} else {
 		want = append(want, "If-None-Match")
 	}
-	return &RequiredError{Method: r.Method, Headers: want}
+	e := &RequiredError{Method: r.Method, Headers: want}
+	if len(h.Values("If-Unmodified-Since")) > 0 && !validIUS {
+		e.Ignored = []string{"If-Unmodified-Since"}
+	}
+	return e
 }
 
 // Handler returns a handler that answers 428 Precondition Required, through
@@ -78,8 +85,8 @@ func (p Policy) Handler(next http.Handler) http.Handler {
 }
 
 // RequirePrecondition returns a handler that answers 428 Precondition
-// Required to PUT, PATCH and DELETE requests carrying none of If-Match,
-// If-Unmodified-Since or "If-None-Match: *", and passes everything else to
+// Required to PUT, PATCH and DELETE requests carrying none of If-Match, a
+// valid If-Unmodified-Since or "If-None-Match: *", and passes everything else to
 // next. It is Policy{}.Handler(next); use a [Policy] to change the methods or
 // to require If-None-Match on a creating POST.
 func RequirePrecondition(next http.Handler) http.Handler {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,8 +109,15 @@ func TestCheckRFC9110(t *testing.T) {
 		{"13.2.1/OPTIONS ignores preconditions", "OPTIONS", hdr{"If-Match": {`"v6"`}}, existing, proceed},
 		{"13.2.1/TRACE ignores even malformed preconditions", "TRACE", hdr{"If-Match": {"garbage"}}, existing, proceed},
 
-		// Malformed headers: 400 naming the header (a deliberate choice where
-		// §13.1.4 says to ignore an invalid If-Unmodified-Since).
+		// §13.1.4: an If-Unmodified-Since that is not one valid HTTP-date
+		// is ignored.
+		{"13.1.4/If-Unmodified-Since invalid date is ignored", "PUT", hdr{"If-Unmodified-Since": {"2026-03-01"}}, existing, proceed},
+		{"13.1.4/If-Unmodified-Since list of dates is ignored", "PUT", hdr{"If-Unmodified-Since": {afterMod + ", " + beforeMod}}, existing, proceed},
+		{"13.1.4/If-Unmodified-Since two field lines are ignored", "PUT", hdr{"If-Unmodified-Since": {beforeMod, beforeMod}}, existing, proceed},
+		{"13.1.4/If-Unmodified-Since invalid does not hide If-None-Match", "PUT", hdr{"If-Unmodified-Since": {"junk"}, "If-None-Match": {"*"}}, existing, s412},
+		{"13.2.2/If-Unmodified-Since ignored for a tombstone without date", "DELETE", hdr{"If-Unmodified-Since": {beforeMod}}, absent, proceed},
+
+		// Malformed entity-tag lists: 400 naming the header.
 		{"8.8.3/If-Match unquoted tag is malformed", "PUT", hdr{"If-Match": {"v7"}}, existing, s400},
 		{"8.8.3/If-Match lowercase weak prefix is malformed", "PUT", hdr{"If-Match": {`w/"v7"`}}, existing, s400},
 		{"8.8.3/If-Match unterminated tag is malformed", "PUT", hdr{"If-Match": {`"v7`}}, existing, s400},
@@ -118,8 +126,6 @@ func TestCheckRFC9110(t *testing.T) {
 		{"13.1.1/If-Match * with tags is malformed", "PUT", hdr{"If-Match": {`*, "v7"`}}, existing, s400},
 		{"13.1.1/If-Match empty value is rejected", "PUT", hdr{"If-Match": {""}}, existing, s400},
 		{"13.1.2/If-None-Match malformed is rejected", "GET", hdr{"If-None-Match": {"v7"}}, existing, s400},
-		{"13.1.4/If-Unmodified-Since invalid date is rejected", "PUT", hdr{"If-Unmodified-Since": {"2026-03-01"}}, existing, s400},
-		{"13.1.4/If-Unmodified-Since list of dates is rejected", "PUT", hdr{"If-Unmodified-Since": {afterMod, afterMod}}, existing, s400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,6 +206,8 @@ func TestRequirePolicyRFC6585(t *testing.T) {
 		{"RFC 6585 §3/DELETE without precondition is 428", httpcc.Policy{}, "DELETE", nil, 428},
 		{"RFC 6585 §3/PUT with If-Match passes", httpcc.Policy{}, "PUT", map[string]string{"If-Match": `"v1"`}, 204},
 		{"RFC 6585 §3/PUT with If-Unmodified-Since passes", httpcc.Policy{}, "PUT", map[string]string{"If-Unmodified-Since": atLastMod}, 204},
+		{"RFC 6585 §3/PUT with an invalid If-Unmodified-Since is 428 (it is ignored)", httpcc.Policy{}, "PUT", map[string]string{"If-Unmodified-Since": "yesterday"}, 428},
+		{"RFC 6585 §3/DELETE with a list of dates is 428 (it is ignored)", httpcc.Policy{}, "DELETE", map[string]string{"If-Unmodified-Since": atLastMod + ", " + atLastMod}, 428},
 		{"RFC 6585 §3/PUT with If-None-Match * passes (create)", httpcc.Policy{}, "PUT", map[string]string{"If-None-Match": " * "}, 204},
 		{"RFC 6585 §3/PUT with an If-None-Match tag list is 428", httpcc.Policy{}, "PUT", map[string]string{"If-None-Match": `"v1"`}, 428},
 		{"RFC 6585 §3/PUT with a malformed If-Match passes to Check", httpcc.Policy{}, "PUT", map[string]string{"If-Match": "junk"}, 204},
@@ -241,5 +249,62 @@ func TestRequirePreconditionIsDefaultPolicy(t *testing.T) {
 	h.ServeHTTP(w, httptest.NewRequest("DELETE", "/doc", nil))
 	if w.Code != 428 {
 		t.Fatalf("status = %d, want 428", w.Code)
+	}
+}
+
+// TestCheckReadNotModified checks that a 304 written by CheckRead repeats
+// the fields RFC 9110 §15.4.5 lists that the 200 carries, and drops the
+// metadata of the body it does not have.
+func TestCheckReadNotModified(t *testing.T) {
+	cur := httpcc.State{ETag: httpcc.ETag(7), LastModified: lastMod, Exists: true}
+	serve := func(header map[string]string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/doc", nil)
+		for k, v := range header {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		w.Header().Set("Cache-Control", "private, no-cache")
+		w.Header().Set("Vary", "Authorization")
+		w.Header().Set("Content-Location", "/doc.json")
+		w.Header().Set("Expires", afterMod)
+		w.Header().Set("Content-Type", "application/json")
+		if httpcc.CheckRead(w, r, cur) {
+			w.WriteHeader(http.StatusOK)
+		}
+		return w
+	}
+	ok := serve(nil)
+	if ok.Code != 200 || ok.Header().Get("ETag") != `"v7"` || ok.Header().Get("Last-Modified") != atLastMod {
+		t.Fatalf("200: %d %v", ok.Code, ok.Header())
+	}
+	for _, h := range []map[string]string{{"If-None-Match": `"v7"`}, {"If-Modified-Since": atLastMod}} {
+		nm := serve(h)
+		if nm.Code != http.StatusNotModified {
+			t.Fatalf("%v: status %d, want 304", h, nm.Code)
+		}
+		for _, k := range []string{"Cache-Control", "Vary", "Content-Location", "Expires", "ETag"} {
+			if got, want := nm.Header().Get(k), ok.Header().Get(k); got != want {
+				t.Errorf("%v: 304 %s = %q, the 200 sends %q", h, k, got, want)
+			}
+		}
+		if nm.Header().Get("Content-Type") != "" || nm.Body.Len() != 0 {
+			t.Errorf("%v: 304 with Content-Type %q and body %q", h, nm.Header().Get("Content-Type"), nm.Body)
+		}
+	}
+	if w := serve(map[string]string{"If-Match": `"v6"`}); w.Code != http.StatusPreconditionFailed || w.Header().Get("ETag") != `"v7"` {
+		t.Errorf("stale If-Match on a read: %d %v", w.Code, w.Header())
+	}
+}
+
+func TestProblemType(t *testing.T) {
+	w := httptest.NewRecorder()
+	httpcc.WriteError(w, &httpcc.LockedError{Holder: "alice", Type: "/problems/locked"})
+	if !strings.Contains(w.Body.String(), `"type":"/problems/locked"`) {
+		t.Errorf("typed problem: %s", w.Body)
+	}
+	w = httptest.NewRecorder()
+	httpcc.WriteError(w, &httpcc.LockedError{Holder: "alice"})
+	if !strings.Contains(w.Body.String(), `"type":"about:blank"`) {
+		t.Errorf("untyped problem: %s", w.Body)
 	}
 }

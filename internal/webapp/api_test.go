@@ -94,7 +94,7 @@ func TestAPICreate(t *testing.T) {
 		{name: "missing fields", as: "bob", method: "PUT", path: "/api/documents/memo2", body: `{"title":"Memo"}`, header: []string{"If-None-Match: *"}, status: 422},
 		{name: "bad id", as: "bob", method: "PUT", path: "/api/documents/Bad_Id", body: `{"title":"M","body":"","policy":"optimistic"}`, header: []string{"If-None-Match: *"}, status: 422},
 		{name: "bad policy", as: "bob", method: "PUT", path: "/api/documents/m3", body: `{"title":"M","body":"","policy":"maybe"}`, header: []string{"If-None-Match: *"}, status: 422},
-		{name: "If-None-Match with a tag", as: "bob", method: "PUT", path: "/api/documents/m4", body: `{"title":"M","body":"","policy":"optimistic"}`, header: []string{`If-None-Match: "v1"`}, status: 400},
+		{name: "If-None-Match with a tag does not create", as: "bob", method: "PUT", path: "/api/documents/m4", body: `{"title":"M","body":"","policy":"optimistic"}`, header: []string{`If-None-Match: "v1"`}, status: 404, contains: `If-None-Match: *`},
 		{name: "update a missing document", as: "bob", method: "PUT", path: "/api/documents/m5", body: `{"body":""}`, header: []string{`If-Match: "v1"`}, status: 404},
 	})
 }

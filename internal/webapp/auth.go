@@ -67,8 +67,15 @@ func (a *App) routes() (http.Handler, error) {
 	mux.HandleFunc("DELETE /api/documents/{id}/checkout", a.api(a.apiRelease))
 	mux.HandleFunc("POST /api/documents/{id}/checkout/heartbeat", a.api(a.apiHeartbeat))
 	mux.HandleFunc("POST /api/documents/{id}/checkout/break", a.api(a.apiBreak))
+	mux.HandleFunc("GET /api/problems/{type}", a.handleProblemType)
+	// Other methods on the API's paths: 405 with Allow, not 404.
+	mux.HandleFunc("/api/documents/{id}", methodNotAllowed("GET, HEAD, PUT, DELETE"))
+	mux.HandleFunc("/api/documents/{id}/checkout", methodNotAllowed("GET, HEAD, POST, DELETE"))
+	mux.HandleFunc("/api/documents/{id}/checkout/heartbeat", methodNotAllowed("POST"))
+	mux.HandleFunc("/api/documents/{id}/checkout/break", methodNotAllowed("POST"))
+	mux.HandleFunc("/api/documents", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		problem(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path, nil)
+		problem(w, ptNoEndpoint, "no such API endpoint: "+r.Method+" "+r.URL.Path, nil)
 	})
 
 	// Cross-origin protection (Sec-Fetch-Site / Origin) rejects every
@@ -82,7 +89,7 @@ func (a *App) routes() (http.Handler, error) {
 		}
 	}
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		problem(w, http.StatusForbidden, "cross-origin request refused", nil)
+		problem(w, ptCrossOrigin, "cross-origin request refused", nil)
 	}))
 	return securityHeaders(cop.Handler(mux)), nil
 }
@@ -98,9 +105,18 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
+// staticHandler serves the files of static, and no directory listings.
 func staticHandler(static fs.FS) http.Handler {
 	fsrv := http.FileServerFS(static)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name := strings.TrimPrefix(r.URL.Path, "/"); name == "" || strings.HasSuffix(name, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		if fi, err := fs.Stat(static, strings.TrimPrefix(r.URL.Path, "/")); err == nil && fi.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		fsrv.ServeHTTP(w, r)
 	})
@@ -157,11 +173,11 @@ func (a *App) api(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="haita"`)
-			problem(w, http.StatusUnauthorized, "sign in, or send Authorization: Bearer <your API token>", nil)
+			problem(w, ptUnauthorized, "sign in, or send Authorization: Bearer <your API token>", nil)
 			return
 		}
 		if !csrfOK(r, p) {
-			problem(w, http.StatusForbidden, "missing or wrong CSRF token (send the X-CSRF-Token header)", nil)
+			problem(w, ptCSRF, "missing or wrong CSRF token (send the X-CSRF-Token header)", nil)
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), keyUser, p)))
@@ -198,5 +214,5 @@ func (a *App) serverError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	problem(w, http.StatusInternalServerError, "internal server error", nil)
+	problem(w, ptInternal, "internal server error", nil)
 }

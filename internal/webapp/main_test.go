@@ -29,6 +29,12 @@ type testApp struct {
 
 func newTestApp(t testing.TB, dsn string) *testApp {
 	t.Helper()
+	return newTestAppWith(t, dsn, nil)
+}
+
+// newTestAppWith is newTestApp with the options changed by edit.
+func newTestAppWith(t testing.TB, dsn string, edit func(*Options)) *testApp {
+	t.Helper()
 	if dsn == "" {
 		dsn = filepath.Join(t.TempDir(), "haita.db")
 	}
@@ -37,9 +43,13 @@ func newTestApp(t testing.TB, dsn string) *testApp {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	app, err := New(t.Context(), Options{DB: db, Dialect: d, Seed: true, BcryptCost: bcrypt.MinCost,
+	opts := Options{DB: db, Dialect: d, Seed: true, BcryptCost: bcrypt.MinCost,
 		PollInterval: 50 * time.Millisecond, HeartbeatEvery: 500 * time.Millisecond, CheckoutIdle: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if edit != nil {
+		edit(&opts)
+	}
+	app, err := New(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

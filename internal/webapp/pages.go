@@ -87,6 +87,7 @@ var flashes = map[string]struct {
 	"created":  {"Document created.", true},
 	"released": {"Editing cancelled; the document is free again.", true},
 	"broken":   {"Checkout broken. The former holder has been told.", true},
+	"notheld":  {"Nobody holds this document now; there was no checkout to break.", false},
 	"held":     {"Someone else is editing this document; try again when it is free.", false},
 	"lost":     {"Your checkout ended before you saved.", false},
 	"gone":     {"That document no longer exists.", false},
@@ -123,8 +124,18 @@ func safeNext(next string) string {
 func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) {
 	name, pw := strings.TrimSpace(r.FormValue("name")), r.FormValue("password")
 	next := safeNext(r.FormValue("next"))
+	account, address := signInKeys(r, name)
+	if d := a.throttle.wait(account, address); d > 0 {
+		secs := int((d + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		a.render(w, r, http.StatusTooManyRequests, "login", "Sign in", loginData{Next: next, Name: name, Demo: a.opts.Seed,
+			Error: fmt.Sprintf("Too many failed sign-ins. Try again in %d seconds.", secs)})
+		return
+	}
 	u, err := a.login(r.Context(), name, pw)
 	if errors.Is(err, errBadLogin) {
+		a.throttle.failed(account, accountFreeFailures)
+		a.throttle.failed(address, addressFreeFailures)
 		a.render(w, r, http.StatusUnauthorized, "login", "Sign in", loginData{Next: next, Name: name, Error: "Wrong name or password.", Demo: a.opts.Seed})
 		return
 	}
@@ -132,6 +143,7 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
+	a.throttle.succeeded(account)
 	id, err := a.newSession(r.Context(), u.Name)
 	if err != nil {
 		a.serverError(w, r, err)
@@ -397,7 +409,18 @@ func lostReason(err error) string {
 // beacon the editing page sends when it goes away.
 func (a *App) handleRelease(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	p, _ := userOf(r)
 	if tok := r.FormValue("token"); tok != "" {
+		// A token releases only its owner's checkout.
+		owner, ok, err := a.tokenOwner(r.Context(), a.db, id, tok)
+		if err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+		if ok && owner != p.User.Name {
+			redirect(w, r, "/docs/"+id, "held")
+			return
+		}
 		if err := a.co.Release(r.Context(), id, tok); err != nil && !isCheckoutLost(err) && !errors.Is(err, checkout.ErrInvalid) {
 			a.serverError(w, r, err)
 			return
@@ -420,7 +443,11 @@ func (a *App) handleBreak(w http.ResponseWriter, r *http.Request) {
 		reason = reason[:500]
 	}
 	_, err := a.co.Break(r.Context(), id, p.User.Name, reason)
-	if err != nil && !errors.Is(err, checkout.ErrNotHeld) {
+	if errors.Is(err, checkout.ErrNotHeld) {
+		redirect(w, r, "/docs/"+id, "notheld")
+		return
+	}
+	if err != nil {
 		a.serverError(w, r, err)
 		return
 	}

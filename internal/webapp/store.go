@@ -41,8 +41,45 @@ type Document struct {
 // ETag returns the document's entity-tag.
 func (d Document) ETag() string { return httpcc.ETag(d.Version) }
 
+// state is the document's validators for package httpcc, to evaluate
+// preconditions with: its ETag and, as its modification date, UpdatedAt.
 func (d Document) state() httpcc.State {
-	return httpcc.State{ETag: d.ETag(), Exists: true}
+	return httpcc.State{ETag: d.ETag(), LastModified: d.UpdatedAt, Exists: true}
+}
+
+// sent is d's state as a response reports it: Last-Modified no later
+// than now (see lastModified).
+func (a *App) sent(d Document) httpcc.State {
+	s := d.state()
+	s.LastModified = a.lastModified(s.LastModified)
+	return s
+}
+
+// lastModified returns the Last-Modified to send for a document last
+// modified at t. Saves give every version its own second (see
+// nextModified), which can put t a little ahead of the clock during a
+// burst of saves; RFC 9110 §8.8.2.1 then has the response carry the
+// current time instead. That date is earlier than t, so a client sending
+// it back in If-Unmodified-Since gets 412 until it reads again: a refusal,
+// never a lost update.
+func (a *App) lastModified(t time.Time) time.Time {
+	if now := a.now(); t.After(now) {
+		return now
+	}
+	return t
+}
+
+// nextModified returns the modification time of a save at now of a
+// version last modified at prev: now, or the second after prev's when the
+// save falls in the same second (or the clock went back). HTTP dates have
+// one-second granularity, so two versions with a Last-Modified in the same
+// second could not be told apart by If-Unmodified-Since: a client holding
+// the first one's date would overwrite the second one undetected.
+func nextModified(prev, now time.Time) time.Time {
+	if next := prev.Truncate(time.Second).Add(time.Second); now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // User is a signed-in user.
@@ -171,147 +208,226 @@ type saveInput struct {
 	Expect int64
 	// Token is the checkout token; required for pessimistic documents.
 	Token string
+	// Cond, when set, evaluates the request's preconditions against the
+	// document as locked by the save's transaction; an error aborts the
+	// save and is returned as it is.
+	Cond func(Document) error
+	// Unmodified, when not zero, is the If-Unmodified-Since date the write
+	// is conditional on: the UPDATE or DELETE matches the row only if it
+	// was last changed before the end of that second.
+	Unmodified time.Time
 }
 
 // saveDoc saves a document under its policy:
 //
-//   - last-write-wins: an unconditional update, unless Expect is set;
-//   - optimistic: an update conditional on Expect (the caller enforces that
-//     it is set), a *conflictError when the version moved;
+//   - last-write-wins: an unconditional update, unless Expect or Cond is set;
+//   - optimistic: an update conditional on Expect or Cond (the caller
+//     enforces that one is set), a *conflictError when the version moved;
 //   - pessimistic: the update runs in the transaction that verifies the
 //     caller's checkout (checkout.Manager.Save), so a save under an expired
-//     or broken checkout changes nothing.
+//     or broken checkout, or under a token of another user's checkout,
+//     changes nothing.
 //
-// Every accepted save raises the version by exactly one.
+// In every case the document's row is locked in the transaction, Expect
+// and Cond are evaluated against it, and the UPDATE is conditional on the
+// version that was evaluated (and on Unmodified): the write happens only if
+// the preconditions hold at the moment of the write. Every accepted save
+// raises the version by exactly one.
 func (a *App) saveDoc(ctx context.Context, user, id string, in saveInput) (Document, error) {
 	cur, err := a.getDoc(ctx, a.db, id)
 	if err != nil {
 		return Document{}, err
 	}
-	title, body := cur.Title, cur.Body
-	if in.Title != nil {
-		title = *in.Title
-	}
-	if in.Body != nil {
-		body = *in.Body
-	}
-	if err := validText(title, body); err != nil {
-		return Document{}, err
-	}
 	now := a.now().Truncate(time.Millisecond)
-	var saved int64
+	var saved Document
 	write := func(ctx context.Context, tx *sql.Tx) error {
-		v, err := a.writeDoc(ctx, tx, id, in.Expect, title, body, user, now)
-		saved = v
-		return err
+		d, err := a.lockDoc(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := a.evaluate(ctx, tx, d, user, in.Expect, in.Token, in.Cond); err != nil {
+			return err
+		}
+		if in.Title != nil {
+			d.Title = *in.Title
+		}
+		if in.Body != nil {
+			d.Body = *in.Body
+		}
+		if err := validText(d.Title, d.Body); err != nil {
+			return err
+		}
+		at := nextModified(d.UpdatedAt, now)
+		if err := a.writeDoc(ctx, tx, d, in.Unmodified, user, at); err != nil {
+			return err
+		}
+		d.Version, d.UpdatedBy, d.UpdatedAt = d.Version+1, user, at
+		saved = d
+		return nil
 	}
-	switch cur.Policy {
-	case Pessimistic:
-		if in.Token == "" {
-			if err := a.lockedBy(ctx, id, user); err != nil {
-				return Document{}, err
-			}
-			return Document{}, errCheckoutRequired
-		}
-		err = a.co.Save(ctx, id, in.Token, write)
-		if err != nil && isCheckoutLost(err) {
-			if lerr := a.lockedBy(ctx, id, user); lerr != nil {
-				return Document{}, lerr
-			}
-			return Document{}, &checkoutError{err}
-		}
-	default:
-		err = sqlcc.RunTx(ctx, a.db, sqlcc.TxOptions{}, write)
-	}
-	var ce *sqlcc.ConflictError
-	if errors.As(err, &ce) {
-		if ce.Gone {
-			return Document{}, errNotFound
-		}
-		now, gerr := a.getDoc(ctx, a.db, id)
-		if gerr != nil {
-			return Document{}, gerr
-		}
-		return Document{}, &conflictError{Current: now}
-	}
-	if err != nil {
+	if err := a.underPolicy(ctx, cur.Policy, user, id, in.Token, write); err != nil {
 		return Document{}, err
 	}
 	a.changed()
-	cur.Title, cur.Body, cur.Version, cur.UpdatedBy, cur.UpdatedAt = title, body, saved, user, now
-	return cur, nil
+	return saved, nil
 }
 
-// writeDoc updates the row in tx and returns the new version. With expect
-// 0 the update is unconditional; the row lock the UPDATE takes keeps the
-// version read back in the same transaction ours.
-func (a *App) writeDoc(ctx context.Context, tx *sql.Tx, id string, expect int64, title, body, user string, now time.Time) (int64, error) {
-	set := []sqlcc.Assignment{sqlcc.Set("title", title), sqlcc.Set("body", body), sqlcc.Set("updated_by", user), sqlcc.Set("updated_at", now.UnixMilli())}
-	if expect > 0 {
-		return sqlcc.UpdateVersioned(ctx, tx, sqlcc.Table{Dialect: a.dialect, Name: tDocs}, id, expect, set...)
+// underPolicy runs fn in a transaction: for a pessimistic document, the
+// one that verifies the caller's checkout.
+func (a *App) underPolicy(ctx context.Context, policy, user, id, token string, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if policy != Pessimistic {
+		return sqlcc.RunTx(ctx, a.db, sqlcc.TxOptions{}, fn)
 	}
-	res, err := tx.ExecContext(ctx, a.q(`UPDATE `+tDocs+` SET title = ?, body = ?, updated_by = ?, updated_at = ?, version = version + 1 WHERE id = ?`),
-		title, body, user, now.UnixMilli(), id)
+	if token == "" {
+		if err := a.lockedBy(ctx, id, user); err != nil {
+			return err
+		}
+		return errCheckoutRequired
+	}
+	err := a.co.Save(ctx, id, token, fn)
+	if err != nil && isCheckoutLost(err) {
+		if lerr := a.lockedBy(ctx, id, user); lerr != nil {
+			return lerr
+		}
+		return &checkoutError{err}
+	}
+	return err
+}
+
+// evaluate checks, in the write's transaction, what a save or delete of
+// the locked document d depends on: that a checkout token is the caller's
+// own, the version the editor started from, and the request's
+// preconditions.
+func (a *App) evaluate(ctx context.Context, tx *sql.Tx, d Document, user string, expect int64, token string, cond func(Document) error) error {
+	if d.Policy == Pessimistic && token != "" {
+		owner, ok, err := a.tokenOwner(ctx, tx, d.ID, token)
+		if err != nil {
+			return err
+		}
+		if ok && owner != user {
+			// Someone else's token: the checkout is his, not the caller's.
+			return &httpcc.LockedError{Holder: owner}
+		}
+	}
+	if expect > 0 && d.Version != expect {
+		return &conflictError{Current: d}
+	}
+	if cond != nil {
+		return cond(d)
+	}
+	return nil
+}
+
+// tokenOwner returns the owner of the checkout of document id that token
+// holds, if there is one. A token belongs to one owner for its whole life.
+func (a *App) tokenOwner(ctx context.Context, db sqlcc.DB, id, token string) (string, bool, error) {
+	var owner string
+	err := db.QueryRowContext(ctx, a.q(`SELECT owner FROM `+tCheckouts+` WHERE resource = ? AND token = ?`), id, token).Scan(&owner)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
 	if err != nil {
-		return 0, fmt.Errorf("webapp: update document: %w", err)
+		return "", false, fmt.Errorf("webapp: read checkout: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return 0, fmt.Errorf("webapp: update document: %w", err)
-	} else if n == 0 {
-		return 0, errNotFound
-	}
-	var v int64
-	if err := tx.QueryRowContext(ctx, a.q(`SELECT version FROM `+tDocs+` WHERE id = ?`), id).Scan(&v); err != nil {
-		return 0, fmt.Errorf("webapp: read version: %w", err)
-	}
-	return v, nil
+	return owner, true, nil
 }
 
-// deleteDoc deletes a document at version expect (under the checkout for a
-// pessimistic one).
-func (a *App) deleteDoc(ctx context.Context, user, id string, expect int64, token string) error {
+// lockDoc reads the document id and locks its row until tx ends.
+func (a *App) lockDoc(ctx context.Context, tx *sql.Tx, id string) (Document, error) {
+	d := Document{ID: id}
+	var at int64
+	err := sqlcc.LockRow(ctx, tx, sqlcc.Table{Dialect: a.dialect, Name: tDocs}, id, sqlcc.LockOptions{},
+		[]string{"title", "body", "policy", "version", "stamp", "updated_by", "updated_at"},
+		&d.Title, &d.Body, &d.Policy, &d.Version, &d.stamp, &d.UpdatedBy, &at)
+	if errors.Is(err, sqlcc.ErrNotFound) {
+		return Document{}, errNotFound
+	}
+	if err != nil {
+		return Document{}, fmt.Errorf("webapp: read document: %w", err)
+	}
+	d.UpdatedAt = sinceMilli(at)
+	return d, nil
+}
+
+// unmodifiedCond returns the SQL condition, and its argument, that holds
+// when the row's updated_at is not later than the HTTP-date unmodified at
+// one-second granularity; "" when unmodified is zero.
+func unmodifiedCond(unmodified time.Time) (string, []any) {
+	if unmodified.IsZero() {
+		return "", nil
+	}
+	return ` AND updated_at < ?`, []any{unmodified.Truncate(time.Second).Add(time.Second).UnixMilli()}
+}
+
+// writeDoc updates the locked row of d, conditional on d's version and on
+// unmodified, in the same statement, recording the change at time at. A
+// row that no longer matches is a *conflictError (it cannot happen while
+// the row lock holds).
+func (a *App) writeDoc(ctx context.Context, tx *sql.Tx, d Document, unmodified time.Time, user string, at time.Time) error {
+	cond, args := unmodifiedCond(unmodified)
+	res, err := tx.ExecContext(ctx, a.q(`UPDATE `+tDocs+` SET title = ?, body = ?, updated_by = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?`+cond),
+		append([]any{d.Title, d.Body, user, at.UnixMilli(), d.ID, d.Version}, args...)...)
+	if err != nil {
+		return fmt.Errorf("webapp: update document: %w", err)
+	}
+	return a.matched(ctx, tx, res, d.ID)
+}
+
+// matched turns an UPDATE or DELETE that matched no row into the error
+// that says why: errNotFound or a *conflictError with the document now.
+func (a *App) matched(ctx context.Context, tx *sql.Tx, res sql.Result, id string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("webapp: write document: %w", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	now, err := a.getDoc(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	return &conflictError{Current: now}
+}
+
+// deleteInput is one delete of a document.
+type deleteInput struct {
+	Token      string               // the checkout token; required for pessimistic documents
+	Cond       func(Document) error // as in saveInput
+	Unmodified time.Time            // as in saveInput
+}
+
+// deleteDoc deletes a document when in.Cond holds for it (under the
+// checkout for a pessimistic one), in the same way as saveDoc: row locked,
+// preconditions evaluated against it, DELETE conditional on its version.
+func (a *App) deleteDoc(ctx context.Context, user, id string, in deleteInput) error {
 	cur, err := a.getDoc(ctx, a.db, id)
 	if err != nil {
 		return err
 	}
 	del := func(ctx context.Context, tx *sql.Tx) error {
-		return sqlcc.DeleteVersioned(ctx, tx, sqlcc.Table{Dialect: a.dialect, Name: tDocs}, id, expect)
+		d, err := a.lockDoc(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := a.evaluate(ctx, tx, d, user, 0, in.Token, in.Cond); err != nil {
+			return err
+		}
+		cond, args := unmodifiedCond(in.Unmodified)
+		res, err := tx.ExecContext(ctx, a.q(`DELETE FROM `+tDocs+` WHERE id = ? AND version = ?`+cond), append([]any{id, d.Version}, args...)...)
+		if err != nil {
+			return fmt.Errorf("webapp: delete document: %w", err)
+		}
+		return a.matched(ctx, tx, res, id)
+	}
+	if err := a.underPolicy(ctx, cur.Policy, user, id, in.Token, del); err != nil {
+		return err
 	}
 	if cur.Policy == Pessimistic {
-		if token == "" {
-			if err := a.lockedBy(ctx, id, user); err != nil {
-				return err
-			}
-			return errCheckoutRequired
-		}
-		err = a.co.Save(ctx, id, token, del)
-		if err != nil && isCheckoutLost(err) {
-			if lerr := a.lockedBy(ctx, id, user); lerr != nil {
-				return lerr
-			}
-			return &checkoutError{err}
-		}
-		if err == nil {
-			_ = a.co.Release(ctx, id, token)
-		}
-	} else {
-		err = sqlcc.RunTx(ctx, a.db, sqlcc.TxOptions{}, del)
+		_ = a.co.Release(ctx, id, in.Token)
 	}
-	var ce *sqlcc.ConflictError
-	if errors.As(err, &ce) {
-		if ce.Gone {
-			return errNotFound
-		}
-		now, gerr := a.getDoc(ctx, a.db, id)
-		if gerr != nil {
-			return gerr
-		}
-		return &conflictError{Current: now}
-	}
-	if err == nil {
-		a.changed()
-	}
-	return err
+	a.changed()
+	return nil
 }
 
 func isCheckoutLost(err error) bool {

@@ -74,6 +74,8 @@ type App struct {
 	pages   map[string]*template.Template
 	hub     *hub
 	static  fs.FS
+	// throttle holds back password guessing at sign-in.
+	throttle *signInThrottle
 
 	dummyHash []byte
 	cancel    context.CancelFunc
@@ -130,6 +132,7 @@ func New(ctx context.Context, opts Options) (*App, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.throttle = newSignInThrottle(a.now)
 	if a.dialect == sqlcc.Unknown {
 		d, err := sqlcc.DetectDialect(opts.DB)
 		if err != nil {

@@ -102,6 +102,7 @@
     var edit = document.getElementById("edit");
     if (edit && edit.closest('[data-doc="' + CSS.escape(id) + '"]') && ev.policy === "pessimistic") {
       edit.textContent = ev.checkout && ev.checkout.owner === me ? "Continue editing" : "Check out and edit";
+      edit.hidden = !!ev.checkout && ev.checkout.owner !== me; // the banner names the holder
     }
     if (editor && editor.dataset.doc === id) {
       if (ev.deleted) { showLost("This document has been deleted."); return; }
