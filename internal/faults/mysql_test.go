@@ -145,4 +145,3 @@ func TestRestartMariaDB(t *testing.T) {
 		})
 	}
 }
-
