@@ -250,3 +250,48 @@ func rawTry(ctx context.Context, acquire *sql.Stmt, key, owner string) (bool, er
 	n, err := res.RowsAffected()
 	return n == 1, err
 }
+
+// BenchmarkPairedUncontended interleaves, in every iteration, one
+// uncontended acquire+release of each contender: mysqllock and the raw
+// lease-row pair on MariaDB, pglock and the raw lease-row pair on
+// PostgreSQL. This machine's disk stalls for milliseconds now and then;
+// sub-benchmarks run one after the other see different stalls, while
+// interleaved ones share them, so the ratios here are the ones to compare.
+// Reports each contender's mean ops/s and the haita / raw ratio per engine.
+func BenchmarkPairedUncontended(b *testing.B) {
+	my := startMaria(b)
+	pool := startPG(b)
+	_, myM := myPeers(b, my)
+	_, pgM := pgPeers(b, pool)
+	contenders := []struct {
+		name string
+		mu   mutex
+		key  string
+	}{
+		{"mysql-raw", myM["raw-lease-row"], uniqueKey("pair-myr:")},
+		{"mysql-haita", myM["haita"], uniqueKey("pair-myh:")},
+		{"pg-raw", pgM["raw-lease-row"], uniqueKey("pair-pgr:")},
+		{"pg-haita", pgM["haita"], uniqueKey("pair-pgh:")},
+	}
+	ctx := context.Background()
+	spent := make([]time.Duration, len(contenders))
+	for b.Loop() {
+		for i, c := range contenders {
+			t0 := time.Now()
+			unlock, err := c.mu.lock(ctx, c.key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := unlock(ctx); err != nil {
+				b.Fatal(err)
+			}
+			spent[i] += time.Since(t0)
+		}
+	}
+	opsPerSec := func(i int) float64 { return float64(b.N) / spent[i].Seconds() }
+	for i, c := range contenders {
+		b.ReportMetric(opsPerSec(i), c.name+"-ops/s")
+	}
+	b.ReportMetric(opsPerSec(1)/opsPerSec(0), "mysql-haita/raw")
+	b.ReportMetric(opsPerSec(3)/opsPerSec(2), "pg-haita/raw")
+}
