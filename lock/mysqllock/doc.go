@@ -112,7 +112,10 @@
 //
 // The *sql.DB must use github.com/go-sql-driver/mysql; [New] refuses
 // another driver. No DSN parameter is required; clientFoundRows and
-// interpolateParams do not change the results. A session that sets the
+// interpolateParams do not change the results. database/sql keeps only two
+// idle connections by default: where many goroutines lock at once, raise
+// it (sql.DB.SetMaxIdleConns) to about their number, or statements keep
+// opening new connections, and preparing the statements on each. A session that sets the
 // timestamp system variable (SET timestamp = …) changes what the server's
 // clock reads for that session: do not set it on the pool a Locker uses.
 package mysqllock
