@@ -294,3 +294,46 @@ func TestReleaseAfterClose(t *testing.T) {
 	}
 	_ = le2.Release(t.Context())
 }
+
+// TestReleaseWakesOwnWaiter: with a poll interval of a minute, a waiter of
+// the same Locker is woken by the release itself, not by its poll or the
+// holder's expiry.
+func TestReleaseWakesOwnWaiter(t *testing.T) {
+	db := openDB(t, "")
+	l, err := mysqllock.New(db, lock.Options{PollInterval: time.Minute, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for round := range 3 {
+		le, err := l.Acquire(t.Context(), "wake")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		waiting := make(chan struct{})
+		go func() {
+			close(waiting)
+			le2, err := l.Acquire(t.Context(), "wake")
+			if err == nil {
+				err = le2.Release(context.WithoutCancel(t.Context()))
+			}
+			got <- err
+		}()
+		<-waiting
+		// The waiter may not have subscribed yet: then its first attempt
+		// after subscribing finds the key free. Either way no poll is due.
+		time.Sleep(100 * time.Millisecond)
+		if err := le.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("round %d: waiter: %v", round, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: waiter not woken by the release of its own Locker", round)
+		}
+	}
+}
