@@ -189,9 +189,9 @@ type backend struct {
 	db  *sql.DB
 	sql statements
 
-	prepMu     sync.Mutex
-	prepared   *prepared // nil until the first statement
-	prepClosed bool      // Close closed prepared
+	prepMu     sync.RWMutex // held for reading while a statement runs
+	prepared   *prepared    // nil until the first statement and after Close
+	prepClosed bool         // Close closed prepared
 
 	mu      sync.Mutex
 	waiters map[string]map[*subscription]struct{}
@@ -238,28 +238,33 @@ func (s statements) text(i int) string {
 	return [...]string{s.acquire, s.holder, s.refresh, s.release}[i]
 }
 
-// stmt returns statement i prepared, preparing all of them on first use,
-// or nil after Close: leases granted before still refresh and release,
-// with statements sent unprepared.
-func (b *backend) stmt(ctx context.Context, i int) (*sql.Stmt, error) {
+// prepare prepares the statements on first use, without holding a lock
+// while it talks to the server (callers with other deadlines must not wait
+// behind it); of two concurrent first callers, one's statements are kept.
+func (b *backend) prepare(ctx context.Context) error {
+	b.prepMu.RLock()
+	done := b.prepared != nil || b.prepClosed
+	b.prepMu.RUnlock()
+	if done {
+		return nil
+	}
+	var p prepared
+	for j := range p {
+		st, err := b.db.PrepareContext(ctx, b.sql.text(j))
+		if err != nil {
+			p.close()
+			return fmt.Errorf("mysqllock: prepare: %w", err)
+		}
+		p[j] = st
+	}
 	b.prepMu.Lock()
 	defer b.prepMu.Unlock()
-	if b.prepClosed {
-		return nil, nil
+	if b.prepared != nil || b.prepClosed {
+		p.close()
+		return nil
 	}
-	if b.prepared == nil {
-		var p prepared
-		for j := range p {
-			st, err := b.db.PrepareContext(ctx, b.sql.text(j))
-			if err != nil {
-				p.close()
-				return nil, fmt.Errorf("mysqllock: prepare: %w", err)
-			}
-			p[j] = st
-		}
-		b.prepared = &p
-	}
-	return b.prepared[i], nil
+	b.prepared = &p
+	return nil
 }
 
 func (p *prepared) close() {
@@ -270,26 +275,32 @@ func (p *prepared) close() {
 	}
 }
 
-// exec runs statement i.
+// exec runs statement i: prepared, or sent unprepared after Close (leases
+// granted before Close still refresh and release). Close waits for it.
 func (b *backend) exec(ctx context.Context, i int, args ...any) (sql.Result, error) {
-	st, err := b.stmt(ctx, i)
-	if err != nil {
+	if err := b.prepare(ctx); err != nil {
 		return nil, err
 	}
-	if st == nil {
+	b.prepMu.RLock()
+	defer b.prepMu.RUnlock()
+	if b.prepared == nil {
 		return b.db.ExecContext(ctx, b.sql.text(i), args...)
 	}
-	return st.ExecContext(ctx, args...)
+	return b.prepared[i].ExecContext(ctx, args...)
 }
 
-// queryRow runs statement i for one row.
-func (b *backend) queryRow(ctx context.Context, i int, args ...any) *sql.Row {
-	st, err := b.stmt(ctx, i)
-	if err != nil || st == nil {
-		// A failed prepare fails again here, with its error.
-		return b.db.QueryRowContext(ctx, b.sql.text(i), args...)
+// scan runs statement i for one row and scans it into dest, as exec runs
+// its statements.
+func (b *backend) scan(ctx context.Context, i int, args []any, dest ...any) error {
+	if err := b.prepare(ctx); err != nil {
+		return err
 	}
-	return st.QueryRowContext(ctx, args...)
+	b.prepMu.RLock()
+	defer b.prepMu.RUnlock()
+	if b.prepared == nil {
+		return b.db.QueryRowContext(ctx, b.sql.text(i), args...).Scan(dest...)
+	}
+	return b.prepared[i].QueryRowContext(ctx, args...).Scan(dest...)
 }
 
 // Try runs the acquire statement without abandoning it when ctx ends: the
@@ -364,7 +375,7 @@ func (b *backend) acquire(ctx context.Context, req lock.Request) (lock.Grant, er
 	var holder string
 	var remaining int64
 	sent := time.Now()
-	switch err := b.queryRow(ctx, stHolder, req.Key).Scan(&holder, &remaining); {
+	switch err := b.scan(ctx, stHolder, []any{req.Key}, &holder, &remaining); {
 	case err == nil:
 		he.Holder = holder
 		if remaining > 0 {
