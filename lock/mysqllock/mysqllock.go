@@ -75,11 +75,8 @@ func New(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 		opts.PollInterval = DefaultPollInterval
 	}
 	b := &backend{db: db, waiters: make(map[string]map[*subscription]struct{})}
-	b.sql = statements{
-		acquire: fmt.Sprintf(acquireSQL, table),
-		holder:  fmt.Sprintf(holderSQL, table),
-		refresh: fmt.Sprintf(refreshSQL, table),
-		release: fmt.Sprintf(releaseSQL, table),
+	for i, text := range [...]string{stAcquire: acquireSQL, stHolder: holderSQL, stRefresh: refreshSQL, stRelease: releaseSQL} {
+		b.sql[i] = fmt.Sprintf(text, table)
 	}
 	b.bg, b.stop = context.WithCancel(context.Background())
 	l, err := lock.New(b, opts)
@@ -145,6 +142,14 @@ func quoteTable(table string) (string, error) {
 	return "`" + strings.Join(parts, "`.`") + "`", nil
 }
 
+// Statement indexes into backend.sql and prepared.
+const (
+	stAcquire = iota
+	stHolder
+	stRefresh
+	stRelease
+)
+
 // The statements; %[1]s is the quoted table. The server's clock alone
 // decides expiry: UTC_TIMESTAMP(6) is the statement's start on the server,
 // and durations travel as microseconds.
@@ -182,12 +187,10 @@ const (
 		"WHERE lock_key = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)"
 )
 
-type statements struct{ acquire, holder, refresh, release string }
-
 // backend implements lock.Backend and lock.Notifier on a lease table.
 type backend struct {
 	db  *sql.DB
-	sql statements
+	sql [4]string // the statements' text, by index st*
 
 	prepMu     sync.RWMutex // held for reading while a statement runs
 	prepared   *prepared    // nil until the first statement and after Close
@@ -226,18 +229,6 @@ func (b *backend) Capabilities() lock.Capabilities {
 
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
-// Statement indexes into statements and prepared.
-const (
-	stAcquire = iota
-	stHolder
-	stRefresh
-	stRelease
-)
-
-func (s statements) text(i int) string {
-	return [...]string{s.acquire, s.holder, s.refresh, s.release}[i]
-}
-
 // prepare prepares the statements on first use, without holding a lock
 // while it talks to the server (callers with other deadlines must not wait
 // behind it); of two concurrent first callers, one's statements are kept.
@@ -250,7 +241,7 @@ func (b *backend) prepare(ctx context.Context) error {
 	}
 	var p prepared
 	for j := range p {
-		st, err := b.db.PrepareContext(ctx, b.sql.text(j))
+		st, err := b.db.PrepareContext(ctx, b.sql[j])
 		if err != nil {
 			p.close()
 			return fmt.Errorf("mysqllock: prepare: %w", err)
@@ -284,7 +275,7 @@ func (b *backend) exec(ctx context.Context, i int, args ...any) (sql.Result, err
 	b.prepMu.RLock()
 	defer b.prepMu.RUnlock()
 	if b.prepared == nil {
-		return b.db.ExecContext(ctx, b.sql.text(i), args...)
+		return b.db.ExecContext(ctx, b.sql[i], args...)
 	}
 	return b.prepared[i].ExecContext(ctx, args...)
 }
@@ -298,7 +289,7 @@ func (b *backend) scan(ctx context.Context, i int, args []any, dest ...any) erro
 	b.prepMu.RLock()
 	defer b.prepMu.RUnlock()
 	if b.prepared == nil {
-		return b.db.QueryRowContext(ctx, b.sql.text(i), args...).Scan(dest...)
+		return b.db.QueryRowContext(ctx, b.sql[i], args...).Scan(dest...)
 	}
 	return b.prepared[i].QueryRowContext(ctx, args...).Scan(dest...)
 }
