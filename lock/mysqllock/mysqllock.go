@@ -81,6 +81,7 @@ func New(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 	b.bg, b.stop = context.WithCancel(context.Background())
 	l, err := lock.New(b, opts)
 	if err != nil {
+		b.stop()
 		return nil, err
 	}
 	return &Locker{Locker: l}, nil
