@@ -46,18 +46,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestConformanceOtherTable(t *testing.T) {
-	if testing.Short() {
-		t.Skip("second conformance run skipped in -short mode")
-	}
-	db := openDB(t, "app_locks")
-	locktest.Run(t, locktest.Config{
-		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-			return mysqllock.New(db, opts, mysqllock.WithTable("app_locks"))
-		},
-	})
-}
-
 func TestTableNames(t *testing.T) {
 	db, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/x")
 	if err != nil {
