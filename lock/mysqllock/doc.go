@@ -59,7 +59,7 @@
 //
 // An acquire statement whose caller gave up is left to finish and its
 // grant, if any, released, since the server runs it anyway; Close waits for
-// such statements (each is bounded by the TTL).
+// such statements (each is bounded by the TTL, and its release by 5s).
 //
 // # GET_LOCK
 //
