@@ -40,35 +40,46 @@ func MariaDBServer(t testing.TB) *MariaDBInstance {
 	} else if ok {
 		return &MariaDBInstance{t: t, port: info.Port}
 	}
-	if !needMain(t, "MariaDBServer") {
+	s, port, ok := startMariaDBServer(t)
+	if !ok {
 		return nil
+	}
+	info.Port = port
+	export(t, env, info)
+	return s
+}
+
+// startMariaDBServer starts a server of its own for t and returns it with its port. It fails or
+// skips t itself and returns false when it cannot.
+func startMariaDBServer(t testing.TB) (*MariaDBInstance, int, bool) {
+	t.Helper()
+	if !needMain(t, "MariaDBServer") {
+		return nil, 0, false
 	}
 	server, ok := findBinary(t, "mariadbd", "mariadb-server", "/usr/sbin")
 	if !ok {
-		return nil
+		return nil, 0, false
 	}
 	install, ok := findBinary(t, "mariadb-install-db", "mariadb-server", "/usr/bin")
 	if !ok {
-		return nil
+		return nil, 0, false
 	}
 	inst, err := startMariaDB(install, server)
 	if err != nil {
 		t.Fatalf("testserver: %v", err)
-		return nil
+		return nil, 0, false
 	}
 	if err := inst.exec(t.Context(), "CREATE DATABASE IF NOT EXISTS test"); err != nil {
 		_ = inst.close()
 		t.Fatalf("testserver: %v", err)
-		return nil
+		return nil, 0, false
 	}
 	t.Cleanup(func() {
 		if err := inst.close(); err != nil {
 			t.Errorf("testserver: %v", err)
 		}
 	})
-	info.Port = inst.port
-	export(t, env, info)
-	return &MariaDBInstance{t: t, owner: true, port: inst.port, inst: inst}
+	return &MariaDBInstance{t: t, owner: true, port: inst.port, inst: inst}, inst.port, true
 }
 
 // Addr returns the server's address, "127.0.0.1:port". It stays the same across Stop and Start.
