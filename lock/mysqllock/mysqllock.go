@@ -74,17 +74,23 @@ func New(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
-	b := &backend{db: db, waiters: make(map[string]map[*subscription]struct{})}
-	for i, text := range [...]string{stAcquire: acquireSQL, stHolder: holderSQL, stRefresh: refreshSQL, stRelease: releaseSQL} {
-		b.sql[i] = fmt.Sprintf(text, table)
-	}
-	b.bg, b.stop = context.WithCancel(context.Background())
+	b := newBackend(db, table)
 	l, err := lock.New(b, opts)
 	if err != nil {
 		b.stop()
 		return nil, err
 	}
 	return &Locker{Locker: l}, nil
+}
+
+// newBackend returns the backend on the quoted table in db.
+func newBackend(db *sql.DB, table string) *backend {
+	b := &backend{db: db, waiters: make(map[string]map[*subscription]struct{})}
+	for i, text := range [...]string{stAcquire: acquireSQL, stHolder: holderSQL, stRefresh: refreshSQL, stRelease: releaseSQL, stHandoff: handoffSQL} {
+		b.sql[i] = fmt.Sprintf(text, table)
+	}
+	b.bg, b.stop = context.WithCancel(context.Background())
+	return b
 }
 
 // Schema returns the statement that creates the lease table (idempotent:
@@ -149,6 +155,7 @@ const (
 	stHolder
 	stRefresh
 	stRelease
+	stHandoff
 )
 
 // The statements; %[1]s is the quoted table. The server's clock alone
@@ -186,12 +193,22 @@ const (
 	// key's token keeps counting up.
 	releaseSQL = "UPDATE %[1]s SET owner = '', holder = '', expires_at = '1970-01-01' " +
 		"WHERE lock_key = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)"
+
+	// handoffSQL moves a held key from one owner to another in one
+	// statement: a new token (returned as LAST_INSERT_ID, as acquireSQL
+	// does), the new owner's holder name and a full TTL; the row is never
+	// free in between. No row changes when the first owner does not hold
+	// the key.
+	handoffSQL = "UPDATE %[1]s SET " +
+		"token = LAST_INSERT_ID(GREATEST(token + 1, TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)))), " +
+		"owner = ?, holder = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND " +
+		"WHERE lock_key = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)"
 )
 
 // backend implements lock.Backend and lock.Notifier on a lease table.
 type backend struct {
 	db  *sql.DB
-	sql [4]string // the statements' text, by index st*
+	sql [5]string // the statements' text, by index st*
 
 	prepMu     sync.RWMutex // held for reading while a statement runs
 	prepared   *prepared    // nil until the first statement and after Close
@@ -207,7 +224,7 @@ type backend struct {
 
 // prepared are the statements prepared on db; database/sql prepares each
 // again on every connection it runs on, once.
-type prepared [4]*sql.Stmt
+type prepared [5]*sql.Stmt
 
 var (
 	_ lock.Backend  = (*backend)(nil)
@@ -418,6 +435,31 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	}
 	b.wake(req.Key)
 	return nil
+}
+
+// handoff moves the key from from.Owner, which must hold it, to to.Owner
+// with to's holder name and TTL, in one statement, and returns to's token.
+// It returns an error matching lock.ErrNotHeld, and changes nothing, when
+// from.Owner does not hold the key; any other error leaves the outcome
+// unknown. It is the atomic step a local handoff (lock.WaitQueue) asks of
+// the engine: the key passes to a waiter of this Locker without becoming
+// free.
+func (b *backend) handoff(ctx context.Context, from, to lock.Request) (lock.Token, error) {
+	res, err := b.exec(ctx, stHandoff, to.Owner.String(), to.Holder, to.TTL.Microseconds(), from.Key, from.Owner.String())
+	var n, token int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err == nil && n > 0 {
+		token, err = res.LastInsertId()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mysqllock: handoff: %w", err)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("mysqllock: handoff %q: %w", from.Key, lock.ErrNotHeld)
+	}
+	return lock.Token(token), nil
 }
 
 // releaseOrphan frees a key granted to a caller that left, with a fresh
