@@ -9,6 +9,7 @@
 //	lock/redislock  one Redis (or Cluster/Sentinel)
 //	lock/redlock    a quorum over N independent Redis masters
 //	lock/pglock     PostgreSQL lease rows
+//	lock/mysqllock  MySQL and MariaDB lease rows
 //	lock/etcdlock   etcd leases (Raft-replicated)
 //
 // Each backend reports what it offers through [Capabilities]; the shared

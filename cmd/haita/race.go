@@ -18,6 +18,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/haita/haita/internal/racelab"
+	"github.com/haita/haita/internal/webapp"
 )
 
 const raceUsage = `Usage: haita race [flags]
@@ -49,7 +50,7 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.Window, "window", 0, "race window: sleep between read and write (default "+racelab.DefaultWindow.String()+")")
 	fs.StringVar(&sweep, "sweep", "1,2,4,8,16", "worker counts for the contention sweep of scenario 3's fixed variants, or none")
 	fs.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/db")
-	fs.StringVar(&cfg.MySQL, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
+	fs.StringVar(&cfg.MySQL, "mysql", "", "MySQL/MariaDB: a URL as haita serve takes it, e.g. mysql://root@127.0.0.1:3306/db, or a go-sql-driver DSN, e.g. root@tcp(127.0.0.1:3306)/db")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address host:port")
 	fs.StringVar(&redlockAddrs, "redlock", "", "independent Redis masters for Redlock, comma-separated")
 	fs.StringVar(&etcdEndpoints, "etcd", "", "etcd endpoints, comma-separated")
@@ -64,6 +65,13 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Engines = splitComma(engines)
 	cfg.Redlock = splitComma(redlockAddrs)
 	cfg.Etcd = splitComma(etcdEndpoints)
+	if strings.HasPrefix(cfg.MySQL, "mysql://") {
+		dsn, err := webapp.MySQLDSN(cfg.MySQL)
+		if err != nil {
+			return fmt.Errorf("%w: race: --mysql: %v", errUsage, err)
+		}
+		cfg.MySQL = dsn
+	}
 	if sweep == "none" {
 		sweep = ""
 	}

@@ -100,3 +100,22 @@ func TestRaceUsage(t *testing.T) {
 		t.Fatal("race-worker ran an unknown worker")
 	}
 }
+
+// TestRaceMySQLURL: --mysql takes the mysql:// URL that serve's --db takes
+// (or a driver DSN), and a URL it cannot read is a usage error.
+func TestRaceMySQLURL(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"race", "--list", "--engine", "mysql", "--scenario", "counter,paused-holder", "--sweep", "none", "--mysql", "mysql://root@127.0.0.1:1/lab"}
+	if err := run(t.Context(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("race --list with a MySQL URL: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"mysqllock across processes", "mysqllock, fenced write"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("plan lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	err := run(t.Context(), []string{"race", "--list", "--mysql", "mysql://root@127.0.0.1:1/"}, &stdout, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "names no database") {
+		t.Errorf("race with a MySQL URL without a database: %v, want a usage error naming the database", err)
+	}
+}

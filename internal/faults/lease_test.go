@@ -21,6 +21,7 @@ func ttlRigs(t *testing.T, fn func(t *testing.T, r *rig)) {
 	})
 	t.Run("redlock", func(t *testing.T) { fn(t, redlockRig(t, 3)) })
 	t.Run("postgres", func(t *testing.T) { fn(t, pgRig(t)) })
+	t.Run("mysql", func(t *testing.T) { fn(t, myRig(t)) })
 	t.Run("etcd", func(t *testing.T) {
 		r, _, _ := etcdRig(t, 1)
 		fn(t, r)

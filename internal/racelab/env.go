@@ -22,6 +22,7 @@ import (
 	"github.com/haita/haita/lock/etcdlock"
 	"github.com/haita/haita/lock/filelock"
 	"github.com/haita/haita/lock/memlock"
+	"github.com/haita/haita/lock/mysqllock"
 	"github.com/haita/haita/lock/pglock"
 	"github.com/haita/haita/lock/redislock"
 	"github.com/haita/haita/lock/redlock"
@@ -164,6 +165,7 @@ type lockSpec struct {
 	Engine    string
 	Dir       string // filelock
 	Postgres  string
+	MySQL     string
 	Redis     string
 	Redlock   []string
 	Etcd      []string
@@ -174,14 +176,14 @@ type lockSpec struct {
 func (e *env) lockSpec(engine string) lockSpec {
 	return lockSpec{
 		Engine: engine, Dir: filepath.Join(e.dir, "locks"),
-		Postgres: e.cfg.Postgres, Redis: e.cfg.Redis, Redlock: e.cfg.Redlock, Etcd: e.cfg.Etcd,
+		Postgres: e.cfg.Postgres, MySQL: e.cfg.MySQL, Redis: e.cfg.Redis, Redlock: e.cfg.Redlock, Etcd: e.cfg.Etcd,
 	}
 }
 
 // args encodes s as worker flags.
 func (s lockSpec) args() []string {
 	return []string{
-		"--lock", s.Engine, "--lockdir", s.Dir, "--postgres", s.Postgres, "--redis", s.Redis,
+		"--lock", s.Engine, "--lockdir", s.Dir, "--postgres", s.Postgres, "--mysql", s.MySQL, "--redis", s.Redis,
 		"--redlock", strings.Join(s.Redlock, ","), "--etcd", strings.Join(s.Etcd, ","),
 		"--ttl", s.TTL.String(), "--waitlimit", s.WaitLimit.String(),
 	}
@@ -190,7 +192,7 @@ func (s lockSpec) args() []string {
 // isLockEngine reports whether engine is a lock.Locker backend.
 func isLockEngine(engine string) bool {
 	switch engine {
-	case Memlock, Filelock, Redis, Redlock, Postgres, Etcd:
+	case Memlock, Filelock, Redis, Redlock, Postgres, MySQL, Etcd:
 		return true
 	}
 	return false
@@ -203,6 +205,8 @@ func lockBackendName(engine string) string {
 		return "redislock"
 	case Postgres:
 		return "pglock"
+	case MySQL:
+		return "mysqllock"
 	case Etcd:
 		return "etcdlock"
 	}
@@ -268,6 +272,21 @@ func openLocker(ctx context.Context, s lockSpec) (lock.Locker, func(), error) {
 			return nil, nil, err
 		}
 		return l, func() { l.Close(); pool.Close() }, nil
+	case MySQL:
+		db, err := sql.Open("mysql", s.MySQL)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := mysqllock.CreateTable(ctx, db, mysqllock.DefaultTable); err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		l, err := mysqllock.New(db, opts)
+		if err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		return l, func() { l.Close(); db.Close() }, nil
 	case Etcd:
 		c, err := clientv3.New(clientv3.Config{Endpoints: s.Etcd, DialTimeout: 5 * time.Second})
 		if err != nil {

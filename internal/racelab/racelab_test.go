@@ -107,7 +107,9 @@ func TestPostgres(t *testing.T) {
 	check(t, racelab.Config{Engines: []string{racelab.Postgres}, Postgres: testserver.Postgres(t)})
 }
 
-// TestMariaDB runs every scenario that covers MySQL/MariaDB.
+// TestMariaDB runs every scenario that covers MySQL/MariaDB (SQL scenarios,
+// mysqllock across processes, the cron job on a mysqllock lease, mysqllock
+// leases paused past their TTL).
 func TestMariaDB(t *testing.T) {
 	check(t, racelab.Config{Engines: []string{racelab.MySQL}, MySQL: testserver.MariaDB(t)})
 }

@@ -32,7 +32,7 @@ func counterScenario() *Scenario {
 				{Variant: "file read-modify-write", Kind: Broken, Engine: File, Processes: true, Workers: 4, Ops: 30, run: fileCounter("")},
 				{Variant: "in-process lock per process", Kind: Broken, Engine: Memlock, Processes: true, Workers: 4, Ops: 30, run: fileCounter(Memlock)},
 			}
-			for _, en := range []string{Filelock, Redis, Redlock, Postgres, Etcd} {
+			for _, en := range []string{Filelock, Redis, Redlock, Postgres, MySQL, Etcd} {
 				cs = append(cs, Case{Variant: lockBackendName(en) + " across processes", Kind: Fixed, Engine: en, Processes: true, Workers: 4, Ops: 30, run: fileCounter(en)})
 			}
 			return cs

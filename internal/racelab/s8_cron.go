@@ -28,7 +28,7 @@ var cronSkews = []time.Duration{0, 45 * time.Millisecond, -40 * time.Millisecond
 // lease, so a late scheduler finds the slot done.
 //
 // The markers live in the case's database; the lease comes from the
-// engine's Locker where it has one (pglock, redislock, etcdlock; Redis and
+// engine's Locker where it has one (pglock, mysqllock, redislock, etcdlock; Redis and
 // etcd keep the markers in SQLite) and from memlock otherwise, which is
 // enough because the schedulers are goroutines of one process.
 func cronScenario() *Scenario {
@@ -55,8 +55,8 @@ func cronScenario() *Scenario {
 // a cron case on engine uses.
 func cronEngines(engine string) (db, locker string) {
 	switch engine {
-	case Postgres:
-		return Postgres, Postgres
+	case Postgres, MySQL:
+		return engine, engine
 	case Redis, Etcd:
 		return SQLite, engine
 	}

@@ -29,7 +29,7 @@ func pauseScenario() *Scenario {
 		Seeds: "fencing", Unit: "stale writes", Workers: 1, Ops: 3,
 		cases: func(e *env) []Case {
 			var cs []Case
-			for _, en := range []string{SQLite, Redis, Redlock, Postgres, Etcd} {
+			for _, en := range []string{SQLite, Redis, Redlock, Postgres, MySQL, Etcd} {
 				name := lockBackendName(en)
 				if en == SQLite {
 					name = "SQLite lease"

@@ -53,6 +53,7 @@ func RunWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	w.fs.StringVar(&w.spec.Engine, "lock", "", "lock engine")
 	w.fs.StringVar(&w.spec.Dir, "lockdir", "", "filelock directory")
 	w.fs.StringVar(&w.spec.Postgres, "postgres", "", "PostgreSQL URL")
+	w.fs.StringVar(&w.spec.MySQL, "mysql", "", "MySQL/MariaDB DSN")
 	w.fs.StringVar(&w.spec.Redis, "redis", "", "Redis address")
 	w.fs.StringVar(&redlock, "redlock", "", "Redlock addresses")
 	w.fs.StringVar(&etcd, "etcd", "", "etcd endpoints")

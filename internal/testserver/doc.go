@@ -14,7 +14,8 @@
 // initialise, so [Postgres] and [MariaDB] start one server per test binary, lazily on first use,
 // and give every call a fresh database of its own, dropped by the test's cleanup.
 // [PostgresServer] starts a dedicated PostgreSQL for tests that stop, kill or restart it; it
-// copies a data directory initialised once per binary.
+// copies a data directory initialised once per binary. [MariaDBServer] does the same for
+// MariaDB, initialising a data directory of its own (a few seconds).
 //
 // # Missing servers
 //

@@ -57,9 +57,10 @@ func mariaShared(t testing.TB) (sharedServer, bool) {
 // mariaInstance is a mariadbd in its own directory: data in dir/data, the socket and the log
 // in dir.
 type mariaInstance struct {
-	dir  string
-	port int
-	p    *proc
+	dir    string
+	server string // the mariadbd binary
+	port   int
+	p      *proc
 }
 
 func startMariaDB(install, server string) (*mariaInstance, error) {
@@ -81,37 +82,44 @@ func startMariaDB(install, server string) (*mariaInstance, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	m := &mariaInstance{dir: dir}
+	m := &mariaInstance{dir: dir, server: server}
 	m.p, err = launch(func() (command, error) {
 		port, err := freePort()
 		m.port = port
-		return command{
-			path: server,
-			args: []string{
-				"--no-defaults",
-				"--user=root",
-				"--datadir=" + filepath.Join(dir, "data"),
-				"--socket=" + filepath.Join(dir, "sock"),
-				"--pid-file=" + filepath.Join(dir, "mariadbd.pid"),
-				"--port=" + strconv.Itoa(port),
-				"--bind-address=127.0.0.1",
-				"--skip-grant-tables",
-				"--skip-name-resolve",
-				"--skip-log-bin",
-				"--innodb-lock-wait-timeout=10",
-				"--max-connections=500",
-				"--innodb-buffer-pool-size=64M",
-			},
-			dir: dir,
-			log: filepath.Join(dir, "mariadbd.log"),
-		}, err
-	}, 60*time.Second, func(ctx context.Context) error { return m.exec(ctx, "SELECT 1") })
+		return m.command(), err
+	}, 60*time.Second, m.ready)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	return m, nil
 }
+
+// command is the server's command line, on m.port.
+func (m *mariaInstance) command() command {
+	return command{
+		path: m.server,
+		args: []string{
+			"--no-defaults",
+			"--user=root",
+			"--datadir=" + filepath.Join(m.dir, "data"),
+			"--socket=" + filepath.Join(m.dir, "sock"),
+			"--pid-file=" + filepath.Join(m.dir, "mariadbd.pid"),
+			"--port=" + strconv.Itoa(m.port),
+			"--bind-address=127.0.0.1",
+			"--skip-grant-tables",
+			"--skip-name-resolve",
+			"--skip-log-bin",
+			"--innodb-lock-wait-timeout=10",
+			"--max-connections=500",
+			"--innodb-buffer-pool-size=64M",
+		},
+		dir: m.dir,
+		log: filepath.Join(m.dir, "mariadbd.log"),
+	}
+}
+
+func (m *mariaInstance) ready(ctx context.Context) error { return m.exec(ctx, "SELECT 1") }
 
 // dsn returns the DSN of database db, without parameters.
 func (m *mariaInstance) dsn(db string) string {

@@ -36,7 +36,7 @@ const (
 func Required() bool { return os.Getenv(requireEnv) == "1" }
 
 // Main runs the tests of a test binary and exits with their status; it does not return. Every
-// test package that uses [Postgres], [PostgresServer] or [MariaDB] must call it from TestMain,
+// test package that uses [Postgres], [PostgresServer], [MariaDB] or [MariaDBServer] must call it from TestMain,
 // and any test package may:
 //
 //	func TestMain(m *testing.M) { testserver.Main(m) }

@@ -73,6 +73,17 @@ func OpenDB(ctx context.Context, dsn string) (*sql.DB, sqlcc.Dialect, error) {
 	return db, d, nil
 }
 
+// MySQLDSN turns a mysql://user:pass@host[:port]/db[?query] URL, as
+// [OpenDB] takes it, into the DSN of github.com/go-sql-driver/mysql. It
+// returns an error naming what is wrong for a URL it cannot read.
+func MySQLDSN(url string) (string, error) {
+	cfg, err := mysqlConfig(url)
+	if err != nil {
+		return "", err
+	}
+	return cfg.FormatDSN(), nil
+}
+
 // mysqlConfig reads a mysql://user:pass@host[:port]/db[?query] URL. The
 // query is that of a go-sql-driver DSN: the driver's options (parseTime,
 // tls, timeout, ...) configure the driver, and any other name is a system

@@ -1,0 +1,327 @@
+package mysqllock_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/haita/haita/internal/testserver"
+	"github.com/haita/haita/lock"
+	"github.com/haita/haita/lock/locktest"
+	"github.com/haita/haita/lock/mysqllock"
+)
+
+func TestMain(m *testing.M) { testserver.Main(m) }
+
+// openDB returns a pool on a fresh MariaDB database (the parent's, in a
+// child process) with the lease table created.
+func openDB(t testing.TB, table string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", testserver.MariaDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxIdleConns(16)
+	if err := mysqllock.CreateTable(t.Context(), db, table); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestConformance(t *testing.T) {
+	db := openDB(t, "")
+	locktest.Run(t, locktest.Config{
+		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
+			return mysqllock.New(db, opts)
+		},
+	})
+}
+
+func TestTableNames(t *testing.T) {
+	db, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tests := []struct {
+		table string
+		ok    bool
+	}{
+		{"locks", true},
+		{"app.locks", true},
+		{"_Locks2", true},
+		{strings.Repeat("x", 64), true},
+		{"", false},
+		{"a.b.c", false},
+		{"locks; drop table x", false},
+		{"lo`cks", false},
+		{"1locks", false},
+		{"app.", false},
+		{strings.Repeat("x", 65), false},
+		{"läcks", false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.table), func(t *testing.T) {
+			l, err := mysqllock.New(db, lock.Options{}, mysqllock.WithTable(tt.table))
+			if tt.ok != (err == nil) {
+				t.Fatalf("New with table %q = %v, want ok=%v", tt.table, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, lock.ErrInvalidOptions) {
+				t.Errorf("error %v does not match ErrInvalidOptions", err)
+			}
+			if err == nil {
+				_ = l.Close()
+			}
+			if tt.table == "" {
+				return // Schema("") selects the default
+			}
+			ddl, err := mysqllock.Schema(tt.table)
+			if tt.ok != (err == nil) {
+				t.Errorf("Schema(%q) = %v, want ok=%v", tt.table, err, tt.ok)
+			}
+			if err == nil && !strings.Contains(ddl, "CREATE TABLE IF NOT EXISTS") {
+				t.Errorf("Schema(%q) = %q", tt.table, ddl)
+			}
+		})
+	}
+}
+
+func TestConstructorErrors(t *testing.T) {
+	if _, err := mysqllock.New(nil, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+		t.Errorf("New(nil) = %v", err)
+	}
+	pg, err := sql.Open("pgx", "postgres://127.0.0.1:1/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if _, err := mysqllock.New(pg, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+		t.Errorf("New with a PostgreSQL db = %v", err)
+	}
+	my, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer my.Close()
+	if _, err := mysqllock.New(my, lock.Options{TTL: -1}); !errors.Is(err, lock.ErrInvalidOptions) {
+		t.Errorf("New with negative TTL = %v", err)
+	}
+}
+
+func TestCreateTableIsIdempotentAndConcurrent(t *testing.T) {
+	db := openDB(t, "")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- mysqllock.CreateTable(t.Context(), db, "other_locks") }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("CreateTable: %v", err)
+		}
+	}
+	if err := mysqllock.CreateTable(t.Context(), db, "other_locks"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := mysqllock.New(db, lock.Options{}, mysqllock.WithTable("other_locks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	le, err := l.TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := le.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHeldErrorReportsHolder checks that a failed TryAcquire names the
+// holder and its expiry, measured by the database clock.
+func TestHeldErrorReportsHolder(t *testing.T) {
+	db := openDB(t, "")
+	a, err := mysqllock.New(db, lock.Options{TTL: time.Minute, Holder: "api-1/pid 7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := mysqllock.New(db, lock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	le, err := a.TryAcquire(t.Context(), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer le.Release(context.WithoutCancel(t.Context()))
+	_, err = b.TryAcquire(t.Context(), "held")
+	var he *lock.HeldError
+	if !errors.As(err, &he) {
+		t.Fatalf("TryAcquire = %v, want *HeldError", err)
+	}
+	if he.Holder != "api-1/pid 7" {
+		t.Errorf("Holder = %q", he.Holder)
+	}
+	if d := time.Until(he.ExpiresAt); d < 55*time.Second || d > 61*time.Second {
+		t.Errorf("ExpiresAt in %v, want about a minute", d)
+	}
+}
+
+// TestTokensSurviveDeletedRows deletes a free row, as a clean-up job may,
+// and checks that the key's next token is still greater: a token never
+// repeats because a row went away.
+func TestTokensSurviveDeletedRows(t *testing.T) {
+	db := openDB(t, "")
+	l, err := mysqllock.New(db, lock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var last lock.Token
+	for i := range 5 {
+		le, err := l.TryAcquire(t.Context(), "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if le.Token() <= last {
+			t.Fatalf("round %d: token %d after %d", i, le.Token(), last)
+		}
+		last = le.Token()
+		if err := le.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if _, err := db.ExecContext(t.Context(), "DELETE FROM haita_locks WHERE lock_key = 'k' AND expires_at < UTC_TIMESTAMP(6)"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestConcurrentFirstAcquire starts many acquires of one new key at once,
+// many times: concurrent inserts of one key can deadlock in InnoDB, and
+// exactly one must get the key while the others are told it is held.
+func TestConcurrentFirstAcquire(t *testing.T) {
+	db := openDB(t, "")
+	l, err := mysqllock.New(db, lock.Options{TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for round := range 20 {
+		key := fmt.Sprintf("new/%d", round)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var got []*lock.Lease
+		start := make(chan struct{})
+		for range 8 {
+			wg.Go(func() {
+				<-start
+				le, err := l.TryAcquire(t.Context(), key)
+				if err != nil {
+					if !errors.Is(err, lock.ErrNotAcquired) {
+						t.Errorf("round %d: %v", round, err)
+					}
+					return
+				}
+				mu.Lock()
+				got = append(got, le)
+				mu.Unlock()
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(got) != 1 {
+			t.Fatalf("round %d: %d holders of a new key, want 1", round, len(got))
+		}
+		if err := got[0].Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestReleaseAfterClose: leases granted before Close still refresh and
+// release.
+func TestReleaseAfterClose(t *testing.T) {
+	db := openDB(t, "")
+	l, err := mysqllock.New(db, lock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	le, err := l.TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := le.Refresh(t.Context()); err != nil {
+		t.Errorf("Refresh after Close: %v", err)
+	}
+	if err := le.Release(t.Context()); err != nil {
+		t.Errorf("Release after Close: %v", err)
+	}
+	l2, err := mysqllock.New(db, lock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	le2, err := l2.TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatalf("key still held after Release: %v", err)
+	}
+	_ = le2.Release(t.Context())
+}
+
+// TestReleaseWakesOwnWaiter: with a poll interval of a minute, a waiter of
+// the same Locker is woken by the release itself, not by its poll or the
+// holder's expiry.
+func TestReleaseWakesOwnWaiter(t *testing.T) {
+	db := openDB(t, "")
+	l, err := mysqllock.New(db, lock.Options{PollInterval: time.Minute, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for round := range 3 {
+		le, err := l.Acquire(t.Context(), "wake")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		waiting := make(chan struct{})
+		go func() {
+			close(waiting)
+			le2, err := l.Acquire(t.Context(), "wake")
+			if err == nil {
+				err = le2.Release(context.WithoutCancel(t.Context()))
+			}
+			got <- err
+		}()
+		<-waiting
+		// The waiter may not have subscribed yet: then its first attempt
+		// after subscribing finds the key free. Either way no poll is due.
+		time.Sleep(100 * time.Millisecond)
+		if err := le.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("round %d: waiter: %v", round, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: waiter not woken by the release of its own Locker", round)
+		}
+	}
+}
