@@ -68,7 +68,7 @@ func runRace(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if strings.HasPrefix(cfg.MySQL, "mysql://") {
 		dsn, err := webapp.MySQLDSN(cfg.MySQL)
 		if err != nil {
-			return fmt.Errorf("%w: race: --mysql: %v", errUsage, err)
+			return usageErrorf("race", "--mysql: %v", err)
 		}
 		cfg.MySQL = dsn
 	}

@@ -115,7 +115,8 @@ func TestRaceMySQLURL(t *testing.T) {
 		}
 	}
 	err := run(t.Context(), []string{"race", "--list", "--mysql", "mysql://root@127.0.0.1:1/"}, &stdout, &stderr)
-	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "names no database") {
+	var usage *usageError
+	if !errors.As(err, &usage) || !strings.Contains(err.Error(), "names no database") {
 		t.Errorf("race with a MySQL URL without a database: %v, want a usage error naming the database", err)
 	}
 }

@@ -32,21 +32,9 @@ type MariaDBInstance struct {
 // inherited the parent's server for this call it returns that server.
 func MariaDBServer(t testing.TB) *MariaDBInstance {
 	t.Helper()
-	env := handoff(t, "mariadb-server")
-	var info struct{ Port int }
-	if ok, err := inherited(env, &info); err != nil {
-		t.Fatal(err)
-		return nil
-	} else if ok {
-		return &MariaDBInstance{t: t, port: info.Port}
-	}
-	s, port, ok := startMariaDBServer(t)
-	if !ok {
-		return nil
-	}
-	info.Port = port
-	export(t, env, info)
-	return s
+	return inheritOrStart(t, "mariadb-server",
+		func(port int) *MariaDBInstance { return &MariaDBInstance{t: t, port: port} },
+		func() (*MariaDBInstance, int, bool) { return startMariaDBServer(t) })
 }
 
 // startMariaDBServer starts a server of its own for t and returns it with its port. It fails or
