@@ -195,7 +195,12 @@ func New(store Store, opts Options) (*Runner, error) {
 // If fn returns an error, Do releases the claim and returns fn's error
 // unchanged. If the claim was lost before the value could be stored, Do
 // returns a [*LeaseLostError]. If ctx ends while fn runs, fn's context ends
-// too; a value fn still returns is stored. Store errors are returned wrapped.
+// too, but the claim is kept until fn returns, and a value fn still returns
+// is stored. A claim request, once sent, is not cut short by ctx (it is
+// bounded by the lease), so that a granted claim is never left unused. Store
+// errors are returned wrapped; after a store error whose outcome is unknown
+// (a connection lost mid-request) the key may stay claimed until the lease
+// expires.
 func (r *Runner) Do(ctx context.Context, key, fingerprint string, fn Func) (Result, error) {
 	return r.do(ctx, key, fingerprint, false, fn)
 }
@@ -217,8 +222,16 @@ func (r *Runner) do(ctx context.Context, key, fingerprint string, wait bool, fn 
 	}
 	owner := newOwner()
 	for {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
 		start := time.Now()
-		rec, err := r.store.Claim(ctx, ClaimRequest{Key: key, Fingerprint: fingerprint, Owner: owner, Lease: r.lease, Retention: r.retention})
+		// A claim cut short by ctx might be granted without this caller
+		// knowing, which would block the key until the lease expires: the
+		// claim runs to its end (bounded by the lease) once sent.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.lease)
+		rec, err := r.store.Claim(cctx, ClaimRequest{Key: key, Fingerprint: fingerprint, Owner: owner, Lease: r.lease, Retention: r.retention})
+		cancel()
 		if err != nil {
 			return Result{}, fmt.Errorf("idempotency: claim %q: %w", key, err)
 		}
@@ -257,7 +270,9 @@ func (r *Runner) do(ctx context.Context, key, fingerprint string, wait bool, fn 
 func (r *Runner) run(ctx context.Context, key, owner string, token uint64, start time.Time, fn Func) (Result, error) {
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	kctx, stopKeeper := context.WithCancel(fctx)
+	// The lease is kept while fn runs, even after ctx ends: fn may still
+	// be finishing its work.
+	kctx, stopKeeper := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
