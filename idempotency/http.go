@@ -51,6 +51,13 @@ type HTTPOptions struct {
 	// policy; when set, it is the "type" of the problem documents and a
 	// Link rel="describedby" on error responses. Zero: "about:blank".
 	DocURL string
+	// Wait makes a request that finds the first request with its key still
+	// being processed wait for that request's response (replayed, as by
+	// [Runner.DoWait]) instead of getting 409, until its own context ends.
+	// It is meant for HTML form posts, where a double click should land on
+	// the page of the one result; the draft asks for 409, which API clients
+	// should get. Zero: 409.
+	Wait bool
 	// Logger receives store errors. Zero: slog.Default().
 	Logger *slog.Logger
 }
@@ -163,7 +170,11 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	var sent *recorded // a 5xx response: sent, not stored
-	res, err := m.r.Do(req.Context(), storeKey, Fingerprint(req.Method, req.URL.RequestURI(), body),
+	do := m.r.Do
+	if m.o.Wait {
+		do = m.r.DoWait
+	}
+	res, err := do(req.Context(), storeKey, Fingerprint(req.Method, req.URL.RequestURI(), body),
 		func(ctx context.Context, c Claim) ([]byte, error) {
 			rec := &recorder{header: http.Header{}}
 			r2 := req.WithContext(ctx)

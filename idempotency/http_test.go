@@ -384,3 +384,34 @@ func TestBodyLimit(t *testing.T) {
 		t.Error("nil Runner accepted")
 	}
 }
+
+// TestMiddlewareWait: with Wait, concurrent requests with one key wait for
+// the first and all get its response; the handler runs once.
+func TestMiddlewareWait(t *testing.T) {
+	const n = 8
+	app, srv := newShop(t, storeKinds[2].open(t), idempotency.Options{PollInterval: 5 * time.Millisecond},
+		idempotency.HTTPOptions{DocURL: docURL, Wait: true})
+	start := make(chan struct{})
+	res := make([]response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			res[i] = post(t, srv.URL+"/orders", `{"item":"cake"}`, key, `"w"`)
+		})
+	}
+	close(start)
+	wg.Wait()
+	replays := 0
+	for _, r := range res {
+		if r.status != http.StatusCreated || !bytes.Equal(r.body, res[0].body) {
+			t.Errorf("status %d %s; want 201 %s", r.status, r.body, res[0].body)
+		}
+		if r.header.Get(idempotency.HeaderReplayed) == "true" {
+			replays++
+		}
+	}
+	if app.orders.Load() != 1 || replays != n-1 {
+		t.Errorf("%d executions, %d replays; want 1 and %d", app.orders.Load(), replays, n-1)
+	}
+}
