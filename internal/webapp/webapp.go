@@ -75,6 +75,8 @@ type App struct {
 	hub     *hub
 	static  fs.FS
 
+	idem func(http.Handler) http.Handler // see idempotency.go
+
 	dummyHash []byte
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -151,6 +153,9 @@ func New(ctx context.Context, opts Options) (*App, error) {
 		return nil, fmt.Errorf("webapp: %w", err)
 	}
 	if err := a.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.setupIdempotency(ctx); err != nil {
 		return nil, err
 	}
 	if err := a.loadTemplates(); err != nil {
