@@ -295,3 +295,21 @@ func TestInvalidInput(t *testing.T) {
 		t.Errorf("New(nil) = %v", err)
 	}
 }
+
+// TestPanicReleasesTheKey: a panicking fn frees its key and stops extending
+// its claim; the panic reaches the caller.
+func TestPanicReleasesTheKey(t *testing.T) {
+	r := newRunner(t, storeKinds[2].open(t), idempotency.Options{})
+	func() {
+		defer func() {
+			if recover() != "boom" {
+				t.Error("the panic did not reach the caller")
+			}
+		}()
+		_, _ = r.Do(t.Context(), "p", "fp", func(context.Context, idempotency.Claim) ([]byte, error) { panic("boom") })
+	}()
+	res, err := r.Do(t.Context(), "p", "fp", func(_ context.Context, c idempotency.Claim) ([]byte, error) { return []byte("ok"), nil })
+	if err != nil || res.Replayed || res.Token != 2 {
+		t.Fatalf("after the panic: %+v, %v; want a new execution with token 2", res, err)
+	}
+}

@@ -49,6 +49,7 @@ type InFlightError struct {
 	RetryAfter time.Duration
 }
 
+// Error returns a message that names the key and the token in flight.
 func (e *InFlightError) Error() string {
 	return fmt.Sprintf("idempotency: operation with key %q in flight (token %d)", e.Key, e.Token)
 }
@@ -66,6 +67,7 @@ type MismatchError struct {
 	Given string
 }
 
+// Error returns a message that names the key and both fingerprints.
 func (e *MismatchError) Error() string {
 	return fmt.Sprintf("idempotency: key %q was used with fingerprint %q, not %q", e.Key, e.Stored, e.Given)
 }
@@ -85,6 +87,7 @@ type LeaseLostError struct {
 	Err error
 }
 
+// Error returns a message that names the key and the lost token.
 func (e *LeaseLostError) Error() string {
 	msg := fmt.Sprintf("idempotency: claim on key %q with token %d lost; outcome not stored", e.Key, e.Token)
 	if e.Err != nil {
@@ -278,12 +281,26 @@ func (r *Runner) run(ctx context.Context, key, owner string, token uint64, start
 		defer close(done)
 		r.keep(kctx, cancel, key, owner, token, start)
 	}()
+	// The outcome is written even if ctx has ended: the operation ran.
+	writeCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), r.lease)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			// A panicking fn stored nothing: stop extending its claim and
+			// free the key for the next caller, then panic on.
+			stopKeeper()
+			<-done
+			wctx, wcancel := writeCtx()
+			_ = r.store.Release(wctx, key, owner, token)
+			wcancel()
+			panic(p)
+		}
+	}()
 	value, ferr := fn(fctx, Claim{Key: key, Token: token})
 	stopKeeper()
 	<-done
-
-	// The outcome is written even if ctx has ended: the operation ran.
-	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), r.lease)
+	wctx, wcancel := writeCtx()
 	defer wcancel()
 	if ferr != nil {
 		err := r.store.Release(wctx, key, owner, token)

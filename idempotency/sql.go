@@ -22,9 +22,9 @@ type SQLOptions struct {
 	Dialect sqlcc.Dialect
 }
 
-// SQLStore keeps claims and outcomes in a table of PostgreSQL, MySQL/MariaDB
-// (5.7 or later for MySQL is not enough: expression defaults need MySQL
-// 8.0.13 or MariaDB 10.2) or SQLite (3.42 or later). It is safe for
+// SQLStore keeps claims and outcomes in a table of PostgreSQL, MySQL 8.0.13
+// or later, MariaDB 10.2 or later (the table has an expression default) or
+// SQLite 3.42 or later (unixepoch('subsec')). It is safe for
 // concurrent use by many goroutines and processes sharing the database. The
 // table is created by [SQLStore.CreateTable] or by the statements of
 // [Schema] in your migrations, never implicitly; expired records are removed
