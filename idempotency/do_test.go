@@ -313,3 +313,62 @@ func TestPanicReleasesTheKey(t *testing.T) {
 		t.Fatalf("after the panic: %+v, %v; want a new execution with token 2", res, err)
 	}
 }
+
+// extendCounter counts successful Extend calls and signals each one.
+type extendCounter struct {
+	idempotency.Store
+	extended chan struct{}
+}
+
+func (s *extendCounter) Extend(ctx context.Context, key, owner string, token uint64, lease time.Duration) error {
+	err := s.Store.Extend(ctx, key, owner, token, lease)
+	if err == nil {
+		select {
+		case s.extended <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// TestLeaseIsExtended: an operation that runs for several leases keeps its
+// claim, because the Runner extends it, while a second caller waits with
+// DoWait (and would take the key over if the lease lapsed). The second
+// caller gets the first one's outcome.
+func TestLeaseIsExtended(t *testing.T) {
+	const lease = 600 * time.Millisecond
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		s := &extendCounter{Store: k.open(t), extended: make(chan struct{})}
+		r := newRunner(t, s, idempotency.Options{Lease: lease, PollInterval: 10 * time.Millisecond})
+		running := make(chan struct{})
+		second := make(chan error, 1)
+		go func() {
+			<-running
+			res, err := r.DoWait(t.Context(), "long", "fp", func(context.Context, idempotency.Claim) ([]byte, error) {
+				return []byte("second"), nil
+			})
+			if err == nil && (!res.Replayed || string(res.Value) != "first") {
+				err = fmt.Errorf("second caller got %+v; want the first's outcome replayed", res)
+			}
+			second <- err
+		}()
+		res, err := r.Do(t.Context(), "long", "fp", func(ctx context.Context, c idempotency.Claim) ([]byte, error) {
+			close(running)
+			// Run for three extensions, well past one lease.
+			for range 3 {
+				select {
+				case <-s.extended:
+				case <-ctx.Done():
+					return nil, context.Cause(ctx)
+				}
+			}
+			return []byte("first"), nil
+		})
+		if err != nil || string(res.Value) != "first" {
+			t.Fatalf("long operation: %+v, %v", res, err)
+		}
+		if err := <-second; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
