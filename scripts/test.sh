@@ -36,6 +36,7 @@ fuzz=(
 	"FuzzParseVersion ./httpcc"
 	"FuzzCheck ./httpcc"
 	"FuzzIdentifier ./sqlcc"
+	"FuzzParseKey ./idempotency"
 	"FuzzAPIBodies ./internal/faults"
 )
 for f in "${fuzz[@]}"; do

@@ -196,6 +196,7 @@ func Scenarios() []*Scenario {
 		editScenario(),
 		cronScenario(),
 		pauseScenario(),
+		retryScenario(),
 	}
 }
 

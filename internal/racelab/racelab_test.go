@@ -92,13 +92,23 @@ func TestEmbedded(t *testing.T) {
 			fixed++
 		}
 	}
-	if len(ids) != 9 {
-		t.Errorf("scenarios run: %v, want all 9", ids)
+	if len(ids) != 10 {
+		t.Errorf("scenarios run: %v, want all 10", ids)
 	}
 	if processes < 4 || broken < 10 || fixed < 20 {
 		t.Errorf("%d process cases, %d broken, %d fixed: fewer than expected", processes, broken, fixed)
 	}
 	checkReport(t, results)
+}
+
+// TestRetriedPost runs the retried-POST scenario on the three databases.
+func TestRetriedPost(t *testing.T) {
+	check(t, racelab.Config{
+		Scenarios: []string{"retried-post"},
+		Engines:   []string{racelab.SQLite, racelab.Postgres, racelab.MySQL},
+		Postgres:  testserver.Postgres(t),
+		MySQL:     testserver.MariaDB(t),
+	})
 }
 
 // TestPostgres runs every scenario that covers PostgreSQL (SQL scenarios,

@@ -19,8 +19,9 @@ var pageNames = []string{"login", "index", "view", "edit", "conflict"}
 
 func (a *App) loadTemplates() error {
 	funcs := template.FuncMap{
-		"clock": func(t time.Time) string { return t.Local().Format("15:04") },
-		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"clock":   func(t time.Time) string { return t.Local().Format("15:04") },
+		"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"formKey": newFormKey,
 		"policyLabel": func(p string) string {
 			switch p {
 			case LastWriteWins:

@@ -77,6 +77,8 @@ type App struct {
 	// throttle holds back password guessing at sign-in.
 	throttle *signInThrottle
 
+	idem func(http.Handler) http.Handler // see idempotency.go
+
 	dummyHash []byte
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -154,6 +156,9 @@ func New(ctx context.Context, opts Options) (*App, error) {
 		return nil, fmt.Errorf("webapp: %w", err)
 	}
 	if err := a.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.setupIdempotency(ctx); err != nil {
 		return nil, err
 	}
 	if err := a.loadTemplates(); err != nil {
