@@ -92,7 +92,7 @@ func pgNet(t *testing.T) *netRig {
 	t.Cleanup(func() { _ = db.Close() })
 	return &netRig{rig: r, p: p, direct: r.newLocker,
 		proxied: func(t testing.TB, opts lock.Options) lock.Locker {
-			return closeWith(t)(pglock.NewDB(db, pglock.Options{Options: opts}))
+			return closeWith(t)(pglock.NewDB(db, opts))
 		}}
 }
 
@@ -106,7 +106,7 @@ func etcdNet(t *testing.T) *netRig {
 	cli := etcdClient(t, []string{"http://" + p.Listen})
 	return &netRig{rig: r, p: p, direct: r.newLocker,
 		proxied: func(t testing.TB, opts lock.Options) lock.Locker {
-			return closeWith(t)(etcdlock.New(cli, etcdlock.Options{Options: opts}))
+			return closeWith(t)(etcdlock.New(cli, opts))
 		}}
 }
 

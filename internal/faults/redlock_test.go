@@ -35,7 +35,7 @@ func newRedlockNet(t *testing.T, n int, opts lock.Options) *redlockNet {
 		rn.direct = append(rn.direct, redisClient(t, srv.Addr()))
 		scripters = append(scripters, redisClient(t, p.Listen))
 	}
-	rn.l = closeWith(t)(redlock.New(scripters, redlock.Options{Options: opts}))
+	rn.l = closeWith(t)(redlock.New(scripters, opts))
 	return rn
 }
 

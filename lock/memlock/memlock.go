@@ -88,6 +88,16 @@ func (l *Locker) TryAcquire(ctx context.Context, key string) (*lock.Lease, error
 // cross-process.
 func (l *Locker) Capabilities() lock.Capabilities { return caps }
 
+// Waiting returns how many Acquire calls of this Locker wait for key; see
+// [lock.Locker.Waiting]. Lockers made with [Locker.With] count their own.
+func (l *Locker) Waiting(key string) int {
+	l.init()
+	if l.err != nil {
+		return 0
+	}
+	return l.core.Waiting(key)
+}
+
 // Close makes waiting and later Acquire calls return lock.ErrClosed.
 func (l *Locker) Close() error {
 	l.init()
