@@ -168,7 +168,10 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // granted it within the validity time, after writing the token — the
 // greatest of their counters — back to those behind it. Otherwise it
 // releases the key everywhere and reports why: a *lock.HeldError when the
-// key is held, an error naming the failures when instances did not answer.
+// key is held; an error matching lock.ErrLost when the validity time had
+// passed by the time the answers were in (whatever the instances granted
+// was worthless, and is given back); otherwise a *QuorumError naming the
+// failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
@@ -228,12 +231,18 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
 		}
 	}
+	took := time.Since(start)
 	if len(granted) > 0 || len(errs) > 0 {
 		b.releaseAll(req)
 	}
 	if why == "" && len(granted)+len(errs) < b.quorum {
 		// Held on so many instances that answering ones could not change it.
 		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: b.freeAt(pttls, len(granted)+len(errs))}
+	}
+	if took >= req.TTL-drift(req.TTL) {
+		// Granted or not, it came too late to be valid: not an unknown
+		// outcome, a lost grant, given back above.
+		return lock.Grant{}, fmt.Errorf("redlock: acquire %q: the answers took %v of the TTL %v: %w", req.Key, took.Round(time.Millisecond), req.TTL, lock.ErrLost)
 	}
 	if why == "" {
 		why = fmt.Sprintf("%d of %d instances granted, %d hold it for another owner, %d failed", len(granted), len(b.clients), len(pttls), len(errs))
