@@ -231,6 +231,32 @@ func networkFaults(t *testing.T, n *netRig) {
 		freeWithin(t, n, key, ttl+10*time.Second)
 	})
 
+	// The same late reply while the caller's context has time left: the
+	// error must not match the context's errors, or a caller that checks
+	// its own deadline first blames the wrong thing.
+	t.Run("LatencyBeyondTTLLiveContext", func(t *testing.T) {
+		key := uniqueKey(t, "beyondlive")
+		l := n.proxied(t, lock.Options{TTL: ttl})
+		_, _ = l.TryAcquire(context.Background(), "warm-up/"+key)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		remove := toxic(t, n.p, "latency", "downstream", fmt.Sprintf(`"latency":%d`, (ttl+ttl/5).Milliseconds()))
+		le, err := l.TryAcquire(ctx, key)
+		remove()
+		if err == nil {
+			le.Release(context.Background())
+			t.Fatal("a grant slower than the TTL was handed out")
+		}
+		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			t.Errorf("grant slower than the TTL, caller's context alive: %v matches the context's errors", err)
+		}
+		if !errors.Is(err, lock.ErrLost) && !errors.Is(err, lock.ErrIndeterminate) {
+			t.Errorf("grant slower than the TTL: %v, want ErrLost (or ErrIndeterminate)", err)
+		}
+		t.Logf("grant slower than the TTL refused: %v", err)
+		freeWithin(t, n, key, ttl+10*time.Second)
+	})
+
 	t.Run("Blackhole", func(t *testing.T) {
 		key := uniqueKey(t, "blackhole")
 		l := n.proxied(t, lock.Options{TTL: ttl})
