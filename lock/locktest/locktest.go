@@ -631,6 +631,11 @@ func (s *suite) testExpiry(t *testing.T) {
 		t.Fatalf("key not free after its TTL: %v", err)
 	}
 	grantedAt := time.Now()
+	// Whatever Done says at this moment (its timer may lag), Check reads
+	// the clock: another holder has the key, so the lease is lost.
+	if err := le.Check(); !errors.Is(err, lock.ErrLost) {
+		t.Errorf("Check once the next holder has the key = %v, want ErrLost", err)
+	}
 	wg.Wait()
 	if doneAt.IsZero() {
 		t.Fatal("Done did not close on expiry")
@@ -699,6 +704,14 @@ func (s *suite) testOwnershipAfterExpiry(t *testing.T) {
 	}
 	if err := old.Release(t.Context()); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("Release of an expired lease = %v, want ErrNotHeld", err)
+	}
+	// ErrReleased follows a successful Release only: this one found the
+	// lease lost, and Err keeps saying so.
+	if err := old.Err(); !errors.Is(err, lock.ErrLost) || errors.Is(err, lock.ErrReleased) {
+		t.Errorf("Err after a Release that returned ErrNotHeld = %v, want ErrLost", err)
+	}
+	if err := old.Check(); !errors.Is(err, lock.ErrLost) {
+		t.Errorf("Check after a Release that returned ErrNotHeld = %v, want ErrLost", err)
 	}
 	if _, err := a.TryAcquire(t.Context(), key); !errors.Is(err, lock.ErrNotAcquired) {
 		t.Fatalf("the expired lease's Release freed the new holder's key: TryAcquire = %v", err)
