@@ -122,6 +122,14 @@ type Queuer interface {
 	Wait(ctx context.Context, req Request) (Grant, error)
 }
 
+// WaitCounter is implemented by [Queuer] backends that can tell how many
+// waiters are in their queue for a key. [Locker.Waiting] then reports it, so
+// that the count means "queued, in the order they will be served", not only
+// "about to call Wait", which is what the Locker counts by itself.
+type WaitCounter interface {
+	Waiting(key string) int
+}
+
 // MaxHandoffs bounds how many times in a row a [WaitQueue] hands a key
 // straight from one local holder to the next. After that a release frees the
 // key for everyone, so that waiters in other processes get a turn.

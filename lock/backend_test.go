@@ -239,11 +239,20 @@ func TestBackendTimeoutIsNotCallersDeadline(t *testing.T) {
 	if b.released != 1 {
 		t.Errorf("the possible grant was released %d times, want 1", b.released)
 	}
+	var te *timeoutError
+	if !errors.As(err, &te) {
+		t.Errorf("the backend's typed error is hidden: %v", err)
+	}
 }
+
+type timeoutError struct{}
+
+func (*timeoutError) Error() string { return "statement timeout" }
+func (*timeoutError) Unwrap() error { return context.DeadlineExceeded }
 
 // timingOut's attempts run into a statement timeout of its own.
 type timingOut struct{ flaky }
 
 func (*timingOut) Try(context.Context, lock.Request) (lock.Grant, error) {
-	return lock.Grant{}, fmt.Errorf("statement timeout: %w", context.DeadlineExceeded)
+	return lock.Grant{}, fmt.Errorf("pg: %w", &timeoutError{})
 }

@@ -62,6 +62,9 @@ type locker struct {
 }
 
 func (l *locker) Waiting(key string) int {
+	if c, ok := l.b.(WaitCounter); ok {
+		return c.Waiting(key)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.waiting[key]
@@ -312,8 +315,11 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, err
 }
 
 // opaqueError carries an error but does not match the context errors: it
-// hides context errors that are not the caller's.
+// hides context errors that are not the caller's. errors.Is finds every
+// other sentinel in it, and errors.As every typed error.
 type opaqueError struct{ err error }
+
+func (e opaqueError) As(target any) bool { return errors.As(e.err, target) }
 
 func (e opaqueError) Error() string { return e.err.Error() }
 

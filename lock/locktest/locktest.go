@@ -106,6 +106,21 @@ func Run(t *testing.T, cfg Config) {
 	}
 }
 
+// WaitUntilWaiting blocks until at least n Acquire calls of l wait for key
+// (see [lock.Locker.Waiting]), and fails t when that takes more than 30s.
+// Tests synchronise on it instead of sleeping "long enough" for a waiter to
+// start waiting. It may be called from any goroutine.
+func WaitUntilWaiting(t testing.TB, l lock.Locker, key string, n int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for l.Waiting(key) < n {
+		if time.Now().After(deadline) {
+			t.Errorf("locktest: %d Acquire calls wait for %q after 30s, want %d", l.Waiting(key), key, n)
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 type suite struct {
 	cfg    Config
 	caps   lock.Capabilities
@@ -378,7 +393,7 @@ func (s *suite) testWake(t *testing.T) {
 		got <- time.Now()
 		release(t, w)
 	})
-	time.Sleep(200 * time.Millisecond) // let the waiter start waiting
+	WaitUntilWaiting(t, b, key, 1)
 	released := time.Now()
 	release(t, le)
 	at := <-got
@@ -400,7 +415,12 @@ func (s *suite) testCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	time.AfterFunc(100*time.Millisecond, cancel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		WaitUntilWaiting(t, b, key, 1)
+		cancel()
+	})
 	start := time.Now()
 	_, err = b.Acquire(ctx, key)
 	if !errors.Is(err, context.Canceled) {
@@ -565,7 +585,7 @@ func (s *suite) testClose(t *testing.T) {
 		_, err := b.Acquire(t.Context(), key)
 		errc <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	WaitUntilWaiting(t, b, key, 1)
 	if err := b.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}

@@ -76,7 +76,7 @@ func TestFIFO(t *testing.T) {
 			order <- i
 			_ = le.Release(ctx)
 		})
-		time.Sleep(5 * time.Millisecond) // queue them in order i
+		locktest.WaitUntilWaiting(t, &l, "k", i+1) // queue them in order i
 	}
 	_ = first.Release(ctx)
 	wg.Wait()

@@ -160,12 +160,14 @@ func TestWireCompatible(t *testing.T) {
 	if d := time.Until(held.ExpiresAt); d < 9*time.Second || d > 10*time.Second {
 		t.Errorf("ExpiresAt in %v, want about 10s", d)
 	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		c.Del(context.Background(), "wire")
-	}()
 	// The foreign client publishes nothing: the fallback poll finds the key.
 	wl := newLocker(t, c, lock.Options{PollInterval: 200 * time.Millisecond})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		locktest.WaitUntilWaiting(t, wl, "wire", 1)
+		c.Del(context.Background(), "wire")
+	})
 	le, err = wl.Acquire(ctx, "wire")
 	if err != nil {
 		t.Fatal(err)
