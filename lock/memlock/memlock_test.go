@@ -120,7 +120,7 @@ func TestExpiryHandsOver(t *testing.T) {
 	}
 }
 
-// TestMapUpdateIsAtomic is seed 001's lost increment on a concurrent map:
+// TestMapUpdateIsAtomic is the lost increment on a concurrent map:
 // "get, add one, put" loses updates; Update does not.
 func TestMapUpdateIsAtomic(t *testing.T) {
 	const workers, ops = 16, 500
