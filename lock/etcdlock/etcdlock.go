@@ -48,6 +48,8 @@ type Locker struct {
 	lock.Locker
 }
 
+var _ lock.Locker = (*Locker)(nil)
+
 // New returns a Locker whose leases are keys in etcd bound to etcd leases.
 // opts.TTL must be a whole number of seconds (etcd leases count in seconds)
 // of at least one second; zero selects [DefaultTTL]. The server raises a TTL

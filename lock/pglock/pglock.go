@@ -43,6 +43,8 @@ type Locker struct {
 	lock.Locker
 }
 
+var _ lock.Locker = (*Locker)(nil)
+
 // New returns a Locker on the lease table ([DefaultTable] unless
 // [WithTable] names another), running its statements on pool and listening
 // for releases on one connection it takes out of the pool on the first wait

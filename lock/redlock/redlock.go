@@ -41,6 +41,8 @@ type Locker struct {
 	lock.Locker
 }
 
+var _ lock.Locker = (*Locker)(nil)
+
 // DefaultTTL is the TTL of a lease when Options.TTL is zero.
 const DefaultTTL = 30 * time.Second
 
