@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/haita/haita/lock"
+	"github.com/haita/haita/lock/locktest"
+	"github.com/haita/haita/lock/memlock"
 )
 
 // queue is a WaitQueue that records what it frees.
@@ -255,4 +259,54 @@ type timingOut struct{ flaky }
 
 func (*timingOut) Try(context.Context, lock.Request) (lock.Grant, error) {
 	return lock.Grant{}, fmt.Errorf("pg: %w", &timeoutError{})
+}
+
+// TestWaitingCount: Locker.Waiting and the haita_lock_waiting gauge count an
+// Acquire while it waits, and stop counting it when it returns.
+func TestWaitingCount(t *testing.T) {
+	m := lock.NewMetrics()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	gauge := func() float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "haita_lock_waiting" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	l, err := memlock.New(lock.Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	le, err := l.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		le2, err := l.Acquire(t.Context(), "k")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = le2.Release(t.Context())
+	})
+	locktest.WaitUntilWaiting(t, l, "k", 1)
+	if g := gauge(); g != 1 {
+		t.Errorf("haita_lock_waiting = %v while one Acquire waits", g)
+	}
+	if n := l.Waiting("other"); n != 0 {
+		t.Errorf("Waiting(other) = %d", n)
+	}
+	_ = le.Release(t.Context())
+	wg.Wait()
+	if n, g := l.Waiting("k"), gauge(); n != 0 || g != 0 {
+		t.Errorf("after the waiter got the key: Waiting = %d, haita_lock_waiting = %v", n, g)
+	}
 }

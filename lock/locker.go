@@ -79,12 +79,14 @@ func (l *locker) startWaiting(key string) func() {
 	}
 	l.waiting[key]++
 	l.mu.Unlock()
+	l.opts.Metrics.waitingAdd(l.caps.Name, 1)
 	return func() {
 		l.mu.Lock()
 		if l.waiting[key]--; l.waiting[key] == 0 {
 			delete(l.waiting, key)
 		}
 		l.mu.Unlock()
+		l.opts.Metrics.waitingAdd(l.caps.Name, -1)
 	}
 }
 
