@@ -8,6 +8,11 @@
 // auto-refresh; ownership; prompt wake-up, cancellation and wait limits;
 // and clear errors for bad keys and options.
 //
+// Where a test needs a waiter to be waiting before it acts, it waits for
+// [lock.Locker.Waiting] to say so ([WaitUntilWaiting]) instead of sleeping,
+// so the suite does not flake on a slow machine; suites for other
+// contracts synchronise the same way.
+//
 // The multi-process test re-executes the test binary, running the same
 // top-level test function with environment variables that make Run do a
 // child's share of the work instead. The test function must therefore reach
