@@ -32,7 +32,7 @@ func etcdClient(tb testing.TB) *clientv3.Client {
 // Session do not exclude each other. Sessions are made once, outside the
 // timed loop, as their users would.
 func etcdPeers(tb testing.TB, cli *clientv3.Client, workers int) (names []string, m map[string]mutex) {
-	l, err := etcdlock.New(cli, etcdlock.Options{Options: lock.Options{TTL: benchTTL}})
+	l, err := etcdlock.New(cli, lock.Options{TTL: benchTTL})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // way round, on one instance (lock/redislock) and on three (lock/redlock).
 func TestInteropRedsync(t *testing.T) {
 	c := needRedis(t, 2)
-	l, err := redislock.New(c, redislock.Options{Options: lock.Options{PollInterval: 50 * time.Millisecond}})
+	l, err := redislock.New(c, lock.Options{PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestInteropRedsync(t *testing.T) {
 			ci := needRedis(t, i+2)
 			scripters[i], pools[i] = ci, rsgoredis.NewPool(ci)
 		}
-		rl, err := redlock.New(scripters, redlock.Options{})
+		rl, err := redlock.New(scripters, lock.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +61,7 @@ func TestInteropRedsync(t *testing.T) {
 // TestInteropBsm: the same with bsm/redislock.
 func TestInteropBsm(t *testing.T) {
 	c := needRedis(t, 0)
-	l, err := redislock.New(c, redislock.Options{Options: lock.Options{PollInterval: 50 * time.Millisecond}})
+	l, err := redislock.New(c, lock.Options{PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,7 @@ WHERE l.expires_at <= now()`
 )
 
 func pgPeers(tb testing.TB, pool *pgxpool.Pool) (names []string, m map[string]mutex) {
-	l, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: benchTTL}})
+	l, err := pglock.New(pool, lock.Options{TTL: benchTTL})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func (f mutexFunc) lock(ctx context.Context, key string) (func(context.Context) 
 // peers returns the contenders on client c, by name. Retry settings: each
 // peer's defaults and its tightest sensible setting (1ms).
 func peers(tb testing.TB, c *redis.Client) (names []string, m map[string]mutex) {
-	l, err := redislock.New(c, redislock.Options{Options: lock.Options{TTL: benchTTL}})
+	l, err := redislock.New(c, lock.Options{TTL: benchTTL})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func BenchmarkRedlock(b *testing.B) {
 	for i := range clients {
 		clients[i] = needRedis(b, i)
 	}
-	single, err := redislock.New(clients[0], redislock.Options{Options: lock.Options{TTL: benchTTL}})
+	single, err := redislock.New(clients[0], lock.Options{TTL: benchTTL})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func BenchmarkRedlock(b *testing.B) {
 		// A prefix of its own per n: instance 0 also serves the other
 		// benchmarks, whose fencing counters would otherwise run ahead of the
 		// other instances' and force a write-back round on every acquire.
-		l, err := redlock.New(scripters, redlock.Options{Options: lock.Options{TTL: benchTTL}, Prefix: "rl" + itoa(n) + ":"})
+		l, err := redlock.New(scripters, lock.Options{TTL: benchTTL}, redlock.WithPrefix("rl"+itoa(n)+":"))
 		if err != nil {
 			b.Fatal(err)
 		}

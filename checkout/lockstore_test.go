@@ -112,7 +112,7 @@ func TestLockStoreProcesses(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock()
 	open := func(holder string) *checkout.Manager {
-		l, err := filelock.New(dir, filelock.Options{Options: lock.Options{Holder: holder}})
+		l, err := filelock.New(dir, lock.Options{Holder: holder})
 		if err != nil {
 			t.Fatal(err)
 		}

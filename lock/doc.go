@@ -4,7 +4,7 @@
 //
 // The backends live below this package, one per engine:
 //
-//	lock/memlock    in-process keyed locks (one process: quadrant Q1)
+//	lock/memlock    in-process keyed locks (one process)
 //	lock/filelock   flock(2) files that exclude goroutines and processes on one machine
 //	lock/redislock  one Redis (or Cluster/Sentinel)
 //	lock/redlock    a quorum over N independent Redis masters
@@ -15,14 +15,37 @@
 // Each backend reports what it offers through [Capabilities]; the shared
 // conformance suite in lock/locktest runs every test that applies.
 //
-// # Building a Locker
+// # Constructing a Locker
 //
-// A backend implements the small [Backend] interface (one attempt, refresh,
-// release, and optionally notification or its own queue) and [New] builds
-// the [Locker] on it. The machinery every user relies on lives here, once:
-// key and option validation, waiting by notification with a jittered poll as
-// fallback, wait limits, the local expiry deadline, auto-refresh, cleanup of
-// indeterminate outcomes and [Metrics].
+// Every backend is built the same way, with the engine's handle, the
+// [Options] every backend shares, and the few settings of its own as
+// functional options, and returns its own *Locker that implements [Locker]:
+//
+//	redislock.New(rdb, lock.Options{TTL: 10 * time.Second, AutoRefresh: true})
+//	pglock.New(pool, lock.Options{}, pglock.WithTable("app.locks"))
+//	memlock.New(lock.Options{})
+//	filelock.New(dir, lock.Options{})
+//
+// # Before a write
+//
+// A lease's Done channel and Err are updated by a timer at the local
+// deadline, which fires late when the process was paused. Right before a
+// write the lease guards, call [Lease.Check]: it reads the clock. Guard the
+// write itself with the [Token].
+//
+// # Building a backend
+//
+// The backend side of the package is in backend.go: a backend implements
+// the small [Backend] interface (one attempt, refresh, release, and
+// optionally [Notifier] or [Queuer]), whose docs state every rule it must
+// follow, and [New] builds the [Locker] on it. The machinery every user
+// relies on lives here, once: key and option validation, waiting by
+// notification with a jittered poll as fallback, wait limits, the local
+// expiry deadline, auto-refresh, cleanup of indeterminate outcomes,
+// [Metrics], and the count of waiters ([Locker.Waiting]) that tests
+// synchronise on. Backends with notification keep their local waiters in a
+// [WaitQueue], which serves them in order and hands a key released by the
+// same Locker straight to the next of them.
 //
 // # Honest limits
 //
@@ -49,8 +72,9 @@
 //	ErrLost          a lease ended without Release (expired, refresh failed, taken over);
 //	                 from Acquire: the grant came after its own local deadline and was given
 //	                 back, or the waiter's own engine state (an etcd lease) ended while it waited
-//	ErrReleased      a lease's Err after a successful Release
+//	ErrReleased      a lease's Err after a Release that did not report ErrNotHeld
 //	ErrIndeterminate the engine may or may not have applied the request; haita cleaned up
+//	                 (it never matches the context errors while the caller's context is alive)
 //	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)
 //	ErrInvalidOptions an option out of range, named in the message
 //	ErrClosed        the Locker was closed

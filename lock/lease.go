@@ -53,8 +53,32 @@ func (le *Lease) Expiry() time.Time {
 	return le.deadline
 }
 
+// Check reports whether the lease still holds its key as far as this
+// client can tell, reading the clock at the call: nil while it is held, and
+// otherwise its Err — [ErrReleased] or an error matching [ErrLost], also
+// when the local deadline ([Lease.Expiry]) has passed but the timer that
+// ends the lease has not run yet (the process was paused, say). In that
+// case Check ends the lease itself, so Done and Err follow at once.
+//
+// Call Check right before every write the lease guards. Done and Err are
+// updated by a timer and may lag behind the deadline after a pause; watch
+// Done (or [Lease.Context]) to stop long work early, but do not rely on it
+// at the moment of a write. Check cannot see a pause that begins after it
+// returns: storage that must never take a stale write checks the [Token].
+func (le *Lease) Check() error {
+	le.mu.Lock()
+	err, deadline := le.err, le.deadline
+	le.mu.Unlock()
+	if err != nil || deadline.IsZero() || time.Now().Before(deadline) {
+		return err
+	}
+	le.expire()
+	return le.Err()
+}
+
 // Done returns a channel that is closed when the lease ends: released,
-// expired or lost.
+// expired or lost. It is closed by a timer at the local deadline, which can
+// fire late: before a write, use [Lease.Check].
 func (le *Lease) Done() <-chan struct{} {
 	le.mu.Lock()
 	defer le.mu.Unlock()
@@ -67,8 +91,11 @@ func (le *Lease) Done() <-chan struct{} {
 	return le.done
 }
 
-// Err returns nil while the lease is held, [ErrReleased] after Release and
-// an error matching [ErrLost] after the lease ended otherwise.
+// Err returns nil while the lease is held, [ErrReleased] after a Release
+// that did not report [ErrNotHeld], and an error matching [ErrLost] after
+// the lease ended otherwise (including a Release that found the key no
+// longer held). Like Done it may lag behind the local deadline; before a
+// write, use [Lease.Check].
 func (le *Lease) Err() error {
 	le.mu.Lock()
 	defer le.mu.Unlock()
@@ -129,7 +156,7 @@ func (le *Lease) Refresh(ctx context.Context) error {
 		return nil
 	case errors.Is(err, ErrNotHeld):
 		le.l.opts.Metrics.refreshFailed(le.l.caps.Name)
-		le.end(fmt.Errorf("%w: refresh found the key no longer held", ErrLost))
+		le.end(fmt.Errorf("%w: refresh found the key no longer held", ErrLost), false)
 		return fmt.Errorf("lock: refresh %q: %w", le.req.Key, err)
 	default:
 		le.l.opts.Metrics.refreshFailed(le.l.caps.Name)
@@ -157,28 +184,31 @@ func (le *Lease) Release(ctx context.Context) error {
 		<-joined
 	}
 	err := le.l.b.Release(ctx, le.req)
-	heldLocally := le.end(ErrReleased) == nil
 	switch {
 	case err == nil:
+		// Also after a local expiry: the engine still had the key, and
+		// this Release freed it.
+		le.end(ErrReleased, true)
 		return nil
 	case errors.Is(err, ErrNotHeld):
-		if heldLocally {
-			// Lost without anyone noticing: count it.
-			le.l.opts.Metrics.leaseLost(le.l.caps.Name)
-		}
+		// Lost, whether or not anyone noticed before: Err says so (and
+		// the metrics count it once).
+		le.end(fmt.Errorf("%w: release found the key no longer held", ErrLost), false)
 		return fmt.Errorf("lock: release %q: %w", le.req.Key, err)
 	default:
+		le.end(ErrReleased, false)
 		return &IndeterminateError{Op: "release", Key: le.req.Key, Err: err}
 	}
 }
 
-// end finishes the lease with err unless it has ended already; it returns
-// the earlier error, or nil when this call ended it.
-func (le *Lease) end(err error) error {
+// end finishes the lease with err unless it has ended already; released
+// replaces an earlier loss with a successful Release. It returns the
+// earlier error, or nil when this call ended the lease.
+func (le *Lease) end(err error, released bool) error {
 	le.mu.Lock()
 	defer le.mu.Unlock()
 	if le.err != nil {
-		if errors.Is(err, ErrReleased) && !errors.Is(le.err, ErrReleased) {
+		if released && !errors.Is(le.err, ErrReleased) {
 			prev := le.err
 			le.err = err // a lost lease that was released afterwards
 			return prev
@@ -211,7 +241,7 @@ func (le *Lease) expire() {
 	if early {
 		return
 	}
-	le.end(fmt.Errorf("%w: local deadline passed", ErrLost))
+	le.end(fmt.Errorf("%w: local deadline passed", ErrLost), false)
 }
 
 // refreshLoop refreshes the lease every TTL/3 until ctx ends or the lease

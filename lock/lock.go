@@ -30,6 +30,12 @@ type Locker interface {
 	// Capabilities reports what the backend offers.
 	Capabilities() Capabilities
 
+	// Waiting returns how many Acquire calls of this Locker are waiting for
+	// key: they found it held and wait for a release (subscribed where the
+	// backend notifies), the wait limit or their context. It is meant for
+	// tests, which wait for it instead of sleeping, and for inspection.
+	Waiting(key string) int
+
 	// Close stops the Locker's background work and waits for it. Waiting
 	// Acquire calls return [ErrClosed]; leases already granted still
 	// Release. Close is idempotent.
@@ -264,70 +270,3 @@ func (e *IndeterminateError) Is(target error) bool { return target == ErrIndeter
 
 // Unwrap returns the cause.
 func (e *IndeterminateError) Unwrap() error { return e.Err }
-
-// Backend is what an engine implements for [New] to build a [Locker] on.
-// Users of haita do not call it. Methods must be safe for concurrent use.
-//
-// Try, Refresh and Release return errors matching ErrNotAcquired (Try) or
-// ErrNotHeld (Refresh, Release) for the definite "no" answers; any other
-// error is treated as indeterminate.
-type Backend interface {
-	// Capabilities reports what the engine offers.
-	Capabilities() Capabilities
-	// DefaultTTL is the TTL used when Options.TTL is zero; zero means
-	// leases do not expire.
-	DefaultTTL() time.Duration
-	// Try makes one attempt to take req.Key for req.Owner with req.TTL.
-	Try(ctx context.Context, req Request) (Grant, error)
-	// Refresh extends the lease of req.Owner (holding req.Token) to req.TTL
-	// from now.
-	Refresh(ctx context.Context, req Request) error
-	// Release frees the key if req.Owner still holds it.
-	Release(ctx context.Context, req Request) error
-	// Close stops background work.
-	Close() error
-}
-
-// Request is one call from the Locker to its Backend.
-type Request struct {
-	Key    string
-	Owner  Owner
-	Holder string
-	TTL    time.Duration // zero: no expiry
-	Token  Token         // the lease's token (Refresh, Release)
-}
-
-// Grant is a Backend's answer to a successful Try.
-type Grant struct {
-	Token Token
-	// Validity is how long the lease is valid counted from the moment the
-	// request was sent; zero means req.TTL. Quorum backends report less
-	// (TTL minus the time the quorum took).
-	Validity time.Duration
-}
-
-// Notifier is implemented by backends that can tell waiters a key was
-// released. Subscribe must be in effect when it returns, so that a release
-// after it is never missed.
-type Notifier interface {
-	Subscribe(ctx context.Context, key string) (Subscription, error)
-}
-
-// Subscription delivers release notifications for one key.
-type Subscription interface {
-	// C receives a value (or is closed) when the key may be free.
-	C() <-chan struct{}
-	// Close ends the subscription.
-	Close()
-}
-
-// Queuer is implemented by backends that wait in their own queue (FIFO
-// engines). Acquire calls Try first and Wait only when Try found the key
-// held. Wait blocks until req.Key is granted to req.Owner or ctx ends; on
-// ctx's end it must leave nothing behind and return ctx.Err() (a grant that
-// raced with the end must be released by Wait itself). The Grant's Validity
-// counts from the call of Wait; zero means a full TTL from then, which is
-// right only for a grant made at once.
-type Queuer interface {
-	Wait(ctx context.Context, req Request) (Grant, error)
-}

@@ -56,6 +56,38 @@ type locker struct {
 	cancel context.CancelCauseFunc
 	once   sync.Once
 	err    error
+
+	mu      sync.Mutex
+	waiting map[string]int // Acquire calls waiting, by key
+}
+
+func (l *locker) Waiting(key string) int {
+	if c, ok := l.b.(WaitCounter); ok {
+		return c.Waiting(key)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting[key]
+}
+
+// startWaiting counts a waiting Acquire for key and returns the function
+// that stops counting it.
+func (l *locker) startWaiting(key string) func() {
+	l.mu.Lock()
+	if l.waiting == nil {
+		l.waiting = make(map[string]int)
+	}
+	l.waiting[key]++
+	l.mu.Unlock()
+	l.opts.Metrics.waitingAdd(l.caps.Name, 1)
+	return func() {
+		l.mu.Lock()
+		if l.waiting[key]--; l.waiting[key] == 0 {
+			delete(l.waiting, key)
+		}
+		l.mu.Unlock()
+		l.opts.Metrics.waitingAdd(l.caps.Name, -1)
+	}
 }
 
 func (l *locker) Capabilities() Capabilities { return l.caps }
@@ -96,7 +128,7 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 		return l.grant(req, g, start, start)
 	}
 	if !errors.Is(err, ErrNotAcquired) {
-		return nil, l.failed(req, err)
+		return nil, l.failed(ctx, req, err)
 	}
 	l.opts.Metrics.contended(l.caps.Name)
 	if !wait {
@@ -146,6 +178,7 @@ func (l *locker) waitErr(ctx, wctx context.Context, key string, start time.Time)
 func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Time) (*Lease, error) {
 	wctx, done := l.waitContext(ctx)
 	defer done()
+	defer l.startWaiting(req.Key)()
 	sent := time.Now()
 	g, err := q.Wait(wctx, req)
 	if err == nil {
@@ -154,7 +187,7 @@ func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Ti
 	if wctx.Err() != nil {
 		return nil, l.waitErr(ctx, wctx, req.Key, start)
 	}
-	return nil, l.failed(req, err)
+	return nil, l.failed(wctx, req, err)
 }
 
 func (l *locker) wait(ctx context.Context, req Request, start time.Time, last error) (*Lease, error) {
@@ -162,7 +195,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 	defer done()
 	var wake <-chan struct{}
 	if n, ok := l.b.(Notifier); ok {
-		sub, err := n.Subscribe(wctx, req.Key)
+		sub, err := n.Subscribe(wctx, req)
 		if err == nil {
 			defer sub.Close()
 			wake = sub.C()
@@ -171,6 +204,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 		}
 		// Without a subscription the poll below still finds the key free.
 	}
+	defer l.startWaiting(req.Key)()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -189,7 +223,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 				return nil, l.waitErr(ctx, wctx, req.Key, start)
 			}
 			if !errors.Is(err, ErrNotAcquired) {
-				return nil, l.failed(req, err)
+				return nil, l.failed(wctx, req, err)
 			}
 			last = err
 		}
@@ -214,9 +248,15 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 	}
 }
 
-// failed handles an error from Try that is not a definite "held": the engine
-// may have granted the key, so release it before reporting.
-func (l *locker) failed(req Request, err error) error {
+// failed handles an error from Try (or Wait) under ctx that is not a
+// definite "held": the engine may have granted the key, so release it before
+// reporting. While ctx is alive the error must not match the context
+// errors, or a caller checking its own deadline would blame it: a timeout of
+// the backend's own is reported without them.
+func (l *locker) failed(ctx context.Context, req Request, err error) error {
+	if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		err = opaqueError{err}
+	}
 	if errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrInvalidOptions) || errors.Is(err, ErrClosed) {
 		return err
 	}
@@ -274,4 +314,17 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, err
 		le.mu.Unlock()
 	}
 	return le, nil
+}
+
+// opaqueError carries an error but does not match the context errors: it
+// hides context errors that are not the caller's. errors.Is finds every
+// other sentinel in it, and errors.As every typed error.
+type opaqueError struct{ err error }
+
+func (e opaqueError) As(target any) bool { return errors.As(e.err, target) }
+
+func (e opaqueError) Error() string { return e.err.Error() }
+
+func (e opaqueError) Is(target error) bool {
+	return target != context.Canceled && target != context.DeadlineExceeded && errors.Is(e.err, target)
 }

@@ -17,6 +17,7 @@ type Metrics struct {
 	contention *prometheus.CounterVec
 	refresh    *prometheus.CounterVec
 	lost       *prometheus.CounterVec
+	waiting    *prometheus.GaugeVec
 }
 
 // NewMetrics returns collectors named haita_lock_*:
@@ -27,6 +28,7 @@ type Metrics struct {
 //	haita_lock_contended_total{backend}               acquires that found the key held
 //	haita_lock_refresh_failures_total{backend}        failed refreshes
 //	haita_lock_lost_total{backend}                    leases that ended without Release
+//	haita_lock_waiting{backend}                       Acquire calls waiting now
 func NewMetrics() *Metrics {
 	buckets := prometheus.ExponentialBuckets(0.0001, 4, 10) // 100µs … 26s
 	return &Metrics{
@@ -45,6 +47,9 @@ func NewMetrics() *Metrics {
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "haita_lock_lost_total", Help: "Leases that ended without Release.",
 		}, []string{"backend"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haita_lock_waiting", Help: "Acquire calls waiting for a key held by another.",
+		}, []string{"backend"}),
 	}
 }
 
@@ -55,6 +60,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.contention.Describe(ch)
 	m.refresh.Describe(ch)
 	m.lost.Describe(ch)
+	m.waiting.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -64,6 +70,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.contention.Collect(ch)
 	m.refresh.Collect(ch)
 	m.lost.Collect(ch)
+	m.waiting.Collect(ch)
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)
@@ -95,5 +102,11 @@ func (m *Metrics) refreshFailed(backend string) {
 func (m *Metrics) leaseLost(backend string) {
 	if m != nil {
 		m.lost.WithLabelValues(backend).Inc()
+	}
+}
+
+func (m *Metrics) waitingAdd(backend string, n float64) {
+	if m != nil {
+		m.waiting.WithLabelValues(backend).Add(n)
 	}
 }

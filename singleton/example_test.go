@@ -26,7 +26,7 @@ func exampleSetup(holder string) (lock.Locker, *singleton.SQLMarkers, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	l, err := filelock.New(filepath.Join(dir, "locks"), filelock.Options{Options: lock.Options{Holder: holder}})
+	l, err := filelock.New(filepath.Join(dir, "locks"), lock.Options{Holder: holder})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -46,7 +46,7 @@ const (
 // lease is free (file: at once; Redis and PostgreSQL: after the TTL).
 func TestProcessesFile(t *testing.T) {
 	testProcesses(t, func(t *testing.T, dir string) (lock.Locker, *singleton.SQLMarkers) {
-		l, err := filelock.New(filepath.Join(dir, "locks"), filelock.Options{Options: lock.Options{Holder: holderName()}})
+		l, err := filelock.New(filepath.Join(dir, "locks"), lock.Options{Holder: holderName()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func TestProcessesRedis(t *testing.T) {
 	testProcesses(t, func(t *testing.T, dir string) (lock.Locker, *singleton.SQLMarkers) {
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { c.Close() })
-		l, err := redislock.New(c, redislock.Options{Options: lock.Options{TTL: leaseTTL, Holder: holderName()}})
+		l, err := redislock.New(c, lock.Options{TTL: leaseTTL, Holder: holderName()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestProcessesPostgres(t *testing.T) {
 		if err := pglock.CreateTable(t.Context(), pool, pglock.DefaultTable); err != nil {
 			t.Fatal(err)
 		}
-		l, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: leaseTTL, Holder: holderName()}})
+		l, err := pglock.New(pool, lock.Options{TTL: leaseTTL, Holder: holderName()})
 		if err != nil {
 			t.Fatal(err)
 		}

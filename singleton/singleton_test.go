@@ -65,7 +65,7 @@ func newRunner(t testing.TB, l lock.Locker, opts singleton.Options) *singleton.R
 // mode it runs after the first.
 func TestModes(t *testing.T) {
 	// filelock reports the holder's name; memlock does not.
-	l, err := filelock.New(t.TempDir(), filelock.Options{Options: lock.Options{Holder: "node-a"}})
+	l, err := filelock.New(t.TempDir(), lock.Options{Holder: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func pgNet(t *testing.T) *netRig {
 	t.Cleanup(func() { _ = db.Close() })
 	return &netRig{rig: r, p: p, direct: r.newLocker,
 		proxied: func(t testing.TB, opts lock.Options) lock.Locker {
-			return closeWith(t)(pglock.NewDB(db, pglock.Options{Options: opts}))
+			return closeWith(t)(pglock.NewDB(db, opts))
 		}}
 }
 
@@ -106,7 +106,7 @@ func etcdNet(t *testing.T) *netRig {
 	cli := etcdClient(t, []string{"http://" + p.Listen})
 	return &netRig{rig: r, p: p, direct: r.newLocker,
 		proxied: func(t testing.TB, opts lock.Options) lock.Locker {
-			return closeWith(t)(etcdlock.New(cli, etcdlock.Options{Options: opts}))
+			return closeWith(t)(etcdlock.New(cli, opts))
 		}}
 }
 
@@ -228,6 +228,32 @@ func networkFaults(t *testing.T, n *netRig) {
 		}
 		t.Logf("grant slower than the TTL refused: %v", err)
 		// It was given back: the key is free well before the TTL would free it.
+		freeWithin(t, n, key, ttl+10*time.Second)
+	})
+
+	// The same late reply while the caller's context has time left: the
+	// error must not match the context's errors, or a caller that checks
+	// its own deadline first blames the wrong thing.
+	t.Run("LatencyBeyondTTLLiveContext", func(t *testing.T) {
+		key := uniqueKey(t, "beyondlive")
+		l := n.proxied(t, lock.Options{TTL: ttl})
+		_, _ = l.TryAcquire(context.Background(), "warm-up/"+key)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		remove := toxic(t, n.p, "latency", "downstream", fmt.Sprintf(`"latency":%d`, (ttl+ttl/5).Milliseconds()))
+		le, err := l.TryAcquire(ctx, key)
+		remove()
+		if err == nil {
+			le.Release(context.Background())
+			t.Fatal("a grant slower than the TTL was handed out")
+		}
+		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			t.Errorf("grant slower than the TTL, caller's context alive: %v matches the context's errors", err)
+		}
+		if !errors.Is(err, lock.ErrLost) && !errors.Is(err, lock.ErrIndeterminate) {
+			t.Errorf("grant slower than the TTL: %v, want ErrLost (or ErrIndeterminate)", err)
+		}
+		t.Logf("grant slower than the TTL refused: %v", err)
 		freeWithin(t, n, key, ttl+10*time.Second)
 	})
 

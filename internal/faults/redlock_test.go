@@ -25,7 +25,7 @@ type redlockNet struct {
 	l       lock.Locker
 }
 
-func newRedlockNet(t *testing.T, n int, opts lock.Options) *redlockNet {
+func newRedlockNet(t *testing.T, n int, opts lock.Options, options ...redlock.Option) *redlockNet {
 	rn := &redlockNet{}
 	var scripters []redis.Scripter
 	for range n {
@@ -35,7 +35,7 @@ func newRedlockNet(t *testing.T, n int, opts lock.Options) *redlockNet {
 		rn.direct = append(rn.direct, redisClient(t, srv.Addr()))
 		scripters = append(scripters, redisClient(t, p.Listen))
 	}
-	rn.l = closeWith(t)(redlock.New(scripters, redlock.Options{Options: opts}))
+	rn.l = closeWith(t)(redlock.New(scripters, opts, options...))
 	return rn
 }
 
@@ -227,4 +227,40 @@ func TestRedlockSlowMinority(t *testing.T) {
 		t.Errorf("granted after %v with only %v of the %v TTL left", took.Round(time.Millisecond), left.Round(time.Millisecond), ttl)
 	}
 	t.Logf("granted with a slow minority after %v", took.Round(time.Millisecond))
+}
+
+// TestRedlockLateGrantIsLost delays every instance's reply past the
+// lease's validity time, with an instance timeout that lets them run that
+// long: every instance granted the key, but too late. That is a lost grant
+// (lock.ErrLost), given back everywhere, not an unknown outcome.
+func TestRedlockLateGrantIsLost(t *testing.T) {
+	const ttl = time.Second
+	rn := newRedlockNet(t, 3, lock.Options{TTL: ttl}, redlock.WithInstanceTimeout(ttl-5*time.Millisecond))
+	key := uniqueKey(t, "late")
+	_, _ = rn.l.TryAcquire(t.Context(), "warm-up/"+key)
+	var removes []func()
+	for _, p := range rn.proxies {
+		removes = append(removes, toxic(t, p, "latency", "downstream", `"latency":1200`))
+	}
+	le, err := rn.l.TryAcquire(t.Context(), key)
+	for _, r := range removes {
+		r()
+	}
+	if err == nil {
+		le.Release(context.Background())
+		t.Fatal("a grant slower than its TTL was handed out")
+	}
+	if !errors.Is(err, lock.ErrLost) || errors.Is(err, lock.ErrIndeterminate) {
+		t.Fatalf("late grant: %v, want ErrLost and not ErrIndeterminate", err)
+	}
+	var qe *redlock.QuorumError
+	if errors.As(err, &qe) {
+		t.Errorf("late grant reported as %v", qe)
+	}
+	t.Logf("late grant: %v", err)
+	for i, v := range rn.holders(t, key) {
+		if v != "" {
+			t.Errorf("instance %d still holds the late grant", i)
+		}
+	}
 }

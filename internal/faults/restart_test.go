@@ -239,6 +239,6 @@ func pgRigOn(t *testing.T, dsn string) *rig {
 	}
 	return &rig{name: "postgres", ttl: time.Second, db: db, dsn: dsn,
 		newLocker: func(t testing.TB, opts lock.Options) lock.Locker {
-			return closeWith(t)(pglock.NewDB(db, pglock.Options{Options: opts}))
+			return closeWith(t)(pglock.NewDB(db, opts))
 		}}
 }

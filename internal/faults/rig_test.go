@@ -111,7 +111,7 @@ func fileRig(t *testing.T) *rig {
 	locks := filepath.Join(r.dir, "locks")
 	r.newLocker = func(t testing.TB, opts lock.Options) lock.Locker {
 		opts.TTL = 0
-		l, err := filelock.New(locks, filelock.Options{Options: opts})
+		l, err := filelock.New(locks, opts)
 		if err != nil {
 			return closeWith(t)(nil, err)
 		}
@@ -155,7 +155,7 @@ func redisRig(t *testing.T, opts testserver.RedisOptions) (*rig, *testserver.Red
 }
 
 func redislockNew(c redislock.Client, opts lock.Options) (lock.Locker, error) {
-	return redislock.New(c, redislock.Options{Options: opts})
+	return redislock.New(c, opts)
 }
 
 func redlockRig(t *testing.T, n int) *rig {
@@ -168,7 +168,7 @@ func redlockRig(t *testing.T, n int) *rig {
 	}
 	r.ttl = time.Second
 	r.newLocker = func(t testing.TB, opts lock.Options) lock.Locker {
-		return closeWith(t)(redlock.New(scripters, redlock.Options{Options: opts}))
+		return closeWith(t)(redlock.New(scripters, opts))
 	}
 	r.probe = func(ctx context.Context, key, owner string) (time.Duration, bool, error) {
 		return quorumProbe(ctx, clients, key, owner)
@@ -239,7 +239,7 @@ func pgRig(t *testing.T) *rig {
 	}
 	r.ttl = time.Second
 	r.newLocker = func(t testing.TB, opts lock.Options) lock.Locker {
-		return closeWith(t)(pglock.NewDB(r.db, pglock.Options{Options: opts}))
+		return closeWith(t)(pglock.NewDB(r.db, opts))
 	}
 	r.probe = func(ctx context.Context, key, owner string) (time.Duration, bool, error) {
 		return pgProbe(ctx, r.db, key, owner)
@@ -278,7 +278,7 @@ func etcdRig(t *testing.T, members int) (*rig, *testserver.EtcdCluster, *clientv
 	cli := etcdClient(t, cluster.Endpoints())
 	r.ttl = 2 * time.Second
 	r.newLocker = func(t testing.TB, opts lock.Options) lock.Locker {
-		return closeWith(t)(etcdlock.New(cli, etcdlock.Options{Options: opts}))
+		return closeWith(t)(etcdlock.New(cli, opts))
 	}
 	r.probe = func(ctx context.Context, key, owner string) (time.Duration, bool, error) {
 		return etcdProbe(ctx, cli, key, owner)

@@ -225,14 +225,14 @@ func openLocker(ctx context.Context, s lockSpec) (lock.Locker, func(), error) {
 		}
 		return l, func() { l.Close() }, nil
 	case Filelock:
-		l, err := filelock.New(s.Dir, filelock.Options{Options: opts})
+		l, err := filelock.New(s.Dir, opts)
 		if err != nil {
 			return nil, nil, err
 		}
 		return l, func() { l.Close() }, nil
 	case Redis:
 		c := redis.NewClient(&redis.Options{Addr: s.Redis})
-		l, err := redislock.New(c, redislock.Options{Options: opts})
+		l, err := redislock.New(c, opts)
 		if err != nil {
 			c.Close()
 			return nil, nil, err
@@ -251,7 +251,7 @@ func openLocker(ctx context.Context, s lockSpec) (lock.Locker, func(), error) {
 				f()
 			}
 		}
-		l, err := redlock.New(cs, redlock.Options{Options: opts})
+		l, err := redlock.New(cs, opts)
 		if err != nil {
 			done()
 			return nil, nil, err
@@ -266,7 +266,7 @@ func openLocker(ctx context.Context, s lockSpec) (lock.Locker, func(), error) {
 			pool.Close()
 			return nil, nil, err
 		}
-		l, err := pglock.New(pool, pglock.Options{Options: opts})
+		l, err := pglock.New(pool, opts)
 		if err != nil {
 			pool.Close()
 			return nil, nil, err
@@ -295,7 +295,7 @@ func openLocker(ctx context.Context, s lockSpec) (lock.Locker, func(), error) {
 		if opts.TTL > 0 && opts.TTL < time.Second {
 			opts.TTL = time.Second
 		}
-		l, err := etcdlock.New(c, etcdlock.Options{Options: opts})
+		l, err := etcdlock.New(c, opts)
 		if err != nil {
 			c.Close()
 			return nil, nil, err

@@ -4,7 +4,8 @@
 // # Keys, leases and tokens
 //
 // Every holder and every waiter of lock key k owns one etcd key,
-// Prefix + k + "\x00" + owner, created only if absent (a transaction on its
+// prefix + k + "\x00" + owner (the prefix is [DefaultPrefix] unless
+// [WithPrefix] sets another), created only if absent (a transaction on its
 // create revision) and bound to an etcd lease of its own. The queue of k is
 // the set of those keys ordered by create revision: the first is the holder.
 // The create revision is the fencing token; holders are granted in queue
@@ -55,7 +56,7 @@
 //
 // # Expiry
 //
-// etcd lease TTLs are whole seconds: Options.TTL must be a whole number of
+// etcd lease TTLs are whole seconds: lock.Options.TTL must be a whole number of
 // seconds, at least 1s; the server raises it to its own minimum (2s with the
 // default election timeout). Refresh is one KeepAliveOnce; auto-refresh is
 // the lock core's (lock.Options.AutoRefresh) rather than etcd's KeepAlive

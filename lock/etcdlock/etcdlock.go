@@ -17,7 +17,7 @@ import (
 	"github.com/haita/haita/lock"
 )
 
-// DefaultPrefix is the key prefix used when Options.Prefix is empty.
+// DefaultPrefix is the key prefix used unless [WithPrefix] sets another.
 const DefaultPrefix = "haita/lock/"
 
 // DefaultTTL is the lease TTL used when Options.TTL is zero.
@@ -31,45 +31,61 @@ type Client interface {
 	clientv3.Watcher
 }
 
-// Options configure an etcd [lock.Locker]. The zero value is valid.
-type Options struct {
-	// Options are the backend-independent options; see [lock.Options].
-	// TTL must be a whole number of seconds (etcd leases count in seconds)
-	// of at least one second; the server raises a TTL below its minimum
-	// (1.5 election timeouts, rounded up: 2s with etcd's defaults) to that
-	// minimum, which only makes a lost holder's key free later: the lease's
-	// local deadline still follows TTL.
-	lock.Options
+// Option configures what [New] adds to [lock.Options] for etcd.
+type Option func(*config)
 
-	// Prefix is prepended to every key; each lock key k occupies the keys
-	// Prefix + k + "\x00" + owner, one per holder or waiter. Zero selects
-	// [DefaultPrefix]. It must be valid UTF-8 without NUL bytes.
-	Prefix string
+type config struct {
+	prefix string
 }
 
+// WithPrefix is prepended to every key; each lock key k occupies the keys
+// prefix + k + "\x00" + owner, one per holder or waiter. The default is
+// [DefaultPrefix]. It must be valid UTF-8 without NUL bytes.
+func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
+
+// Locker is a [lock.Locker] on etcd; see [New].
+type Locker struct {
+	lock.Locker
+}
+
+var _ lock.Locker = (*Locker)(nil)
+
 // New returns a Locker whose leases are keys in etcd bound to etcd leases.
+// opts.TTL must be a whole number of seconds (etcd leases count in seconds)
+// of at least one second; zero selects [DefaultTTL]. The server raises a TTL
+// below its minimum (1.5 election timeouts, rounded up: 2s with etcd's
+// defaults) to that minimum, which only makes a lost holder's key free
+// later: the lease's local deadline still follows the TTL.
+//
 // The Locker is safe for concurrent use. The caller must Close it; Close
 // does not close cli. It returns an error matching [lock.ErrInvalidOptions]
-// for a nil cli or invalid opts (see [Options] for the TTL's rules).
-func New(cli Client, opts Options) (lock.Locker, error) {
+// for a nil cli, a nil or invalid option, or invalid opts.
+func New(cli Client, opts lock.Options, options ...Option) (*Locker, error) {
 	if cli == nil {
 		return nil, fmt.Errorf("%w: etcdlock: nil client", lock.ErrInvalidOptions)
+	}
+	var cfg config
+	for _, o := range options {
+		if o == nil {
+			return nil, fmt.Errorf("%w: etcdlock: nil Option", lock.ErrInvalidOptions)
+		}
+		o(&cfg)
 	}
 	if opts.TTL != 0 && (opts.TTL < time.Second || opts.TTL%time.Second != 0) {
 		return nil, fmt.Errorf("%w: etcdlock: TTL %v is not a whole number of seconds of at least 1s", lock.ErrInvalidOptions, opts.TTL)
 	}
-	if strings.IndexByte(opts.Prefix, 0) >= 0 || !utf8.ValidString(opts.Prefix) {
-		return nil, fmt.Errorf("%w: etcdlock: Prefix must be valid UTF-8 without NUL bytes", lock.ErrInvalidOptions)
+	if strings.IndexByte(cfg.prefix, 0) >= 0 || !utf8.ValidString(cfg.prefix) {
+		return nil, fmt.Errorf("%w: etcdlock: prefix must be valid UTF-8 without NUL bytes", lock.ErrInvalidOptions)
 	}
-	b := &backend{cli: cli, prefix: opts.Prefix, leases: make(map[lock.Owner]bound)}
+	b := &backend{cli: cli, prefix: cfg.prefix, leases: make(map[lock.Owner]bound)}
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
-	l, err := lock.New(b, opts.Options)
+	l, err := lock.New(b, opts)
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return &Locker{l}, nil
 }
 
 // backend implements lock.Backend and lock.Queuer.

@@ -40,7 +40,7 @@ func TestConformanceSingleMember(t *testing.T) {
 	locktest.Run(t, locktest.Config{
 		TTL: ttl,
 		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-			return etcdlock.New(cli, etcdlock.Options{Options: opts})
+			return etcdlock.New(cli, opts)
 		},
 	})
 }
@@ -111,7 +111,7 @@ func TestConformanceCluster(t *testing.T) {
 			at(t, "AutoRefresh", "stop a follower until the end", func(t testing.TB) {
 				cluster.StopMember(member(t, false))
 			})
-			return etcdlock.New(cli, etcdlock.Options{Options: opts})
+			return etcdlock.New(cli, opts)
 		},
 	})
 }
@@ -119,18 +119,19 @@ func TestConformanceCluster(t *testing.T) {
 func TestOptions(t *testing.T) {
 	tests := []struct {
 		name string
-		opts etcdlock.Options
+		opts lock.Options
+		with []etcdlock.Option
 		ok   bool
 	}{
-		{"zero", etcdlock.Options{}, true},
-		{"1s", etcdlock.Options{Options: lock.Options{TTL: time.Second}}, true},
-		{"5s", etcdlock.Options{Options: lock.Options{TTL: 5 * time.Second}}, true},
-		{"500ms", etcdlock.Options{Options: lock.Options{TTL: 500 * time.Millisecond}}, false},
-		{"1500ms", etcdlock.Options{Options: lock.Options{TTL: 1500 * time.Millisecond}}, false},
-		{"negative", etcdlock.Options{Options: lock.Options{TTL: -time.Second}}, false},
-		{"prefix", etcdlock.Options{Prefix: "app/locks/"}, true},
-		{"prefix_NUL", etcdlock.Options{Prefix: "a\x00"}, false},
-		{"prefix_bad_UTF8", etcdlock.Options{Prefix: "\xff"}, false},
+		{"zero", lock.Options{}, nil, true},
+		{"1s", lock.Options{TTL: time.Second}, nil, true},
+		{"5s", lock.Options{TTL: 5 * time.Second}, nil, true},
+		{"500ms", lock.Options{TTL: 500 * time.Millisecond}, nil, false},
+		{"1500ms", lock.Options{TTL: 1500 * time.Millisecond}, nil, false},
+		{"negative", lock.Options{TTL: -time.Second}, nil, false},
+		{"prefix", lock.Options{}, []etcdlock.Option{etcdlock.WithPrefix("app/locks/")}, true},
+		{"prefix_NUL", lock.Options{}, []etcdlock.Option{etcdlock.WithPrefix("a\x00")}, false},
+		{"prefix_bad_UTF8", lock.Options{}, []etcdlock.Option{etcdlock.WithPrefix("\xff")}, false},
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -139,7 +140,7 @@ func TestOptions(t *testing.T) {
 	defer cli.Close()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := etcdlock.New(cli, tt.opts)
+			l, err := etcdlock.New(cli, tt.opts, tt.with...)
 			if tt.ok != (err == nil) {
 				t.Fatalf("New(%+v) = %v, want ok=%v", tt.opts, err, tt.ok)
 			}
@@ -151,7 +152,7 @@ func TestOptions(t *testing.T) {
 			}
 		})
 	}
-	if _, err := etcdlock.New(nil, etcdlock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+	if _, err := etcdlock.New(nil, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
 		t.Errorf("New(nil) = %v", err)
 	}
 }
@@ -161,12 +162,12 @@ func TestOptions(t *testing.T) {
 // one Session on one prefix do not, which the test logs for contrast.
 func TestOneClientExcludes(t *testing.T) {
 	cli := client(t, testserver.Etcd(t, 1).Endpoints())
-	a, err := etcdlock.New(cli, etcdlock.Options{Options: lock.Options{Holder: "a"}})
+	a, err := etcdlock.New(cli, lock.Options{Holder: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := etcdlock.New(cli, etcdlock.Options{})
+	b, err := etcdlock.New(cli, lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestOneClientExcludes(t *testing.T) {
 // that order, each with a greater token.
 func TestFIFO(t *testing.T) {
 	cli := client(t, testserver.Etcd(t, 1).Endpoints())
-	l, err := etcdlock.New(cli, etcdlock.Options{})
+	l, err := etcdlock.New(cli, lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestFIFO(t *testing.T) {
 // not contain the keys of another key that extends it.
 func TestKeysDoNotShareQueues(t *testing.T) {
 	cli := client(t, testserver.Etcd(t, 1).Endpoints())
-	l, err := etcdlock.New(cli, etcdlock.Options{})
+	l, err := etcdlock.New(cli, lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestKeysDoNotShareQueues(t *testing.T) {
 // etcd lease must stay alive, or it would lose its place in the queue.
 func TestWaiterLeaseKeptAlive(t *testing.T) {
 	cli := client(t, testserver.Etcd(t, 1).Endpoints())
-	opts := etcdlock.Options{Options: lock.Options{TTL: 2 * time.Second, AutoRefresh: true}}
+	opts := lock.Options{TTL: 2 * time.Second, AutoRefresh: true}
 	a, err := etcdlock.New(cli, opts)
 	if err != nil {
 		t.Fatal(err)

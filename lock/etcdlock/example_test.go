@@ -20,7 +20,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer cli.Close()
-	locker, err := etcdlock.New(cli, etcdlock.Options{Options: lock.Options{TTL: 10 * time.Second, AutoRefresh: true}})
+	locker, err := etcdlock.New(cli, lock.Options{TTL: 10 * time.Second, AutoRefresh: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/haita/haita/lock/filelock"
+	"github.com/haita/haita/lock"
 )
 
 // rawFile opens a file for the raw flock reference.
@@ -38,7 +38,7 @@ func rawLock(b *testing.B, fd int) {
 // flock(LOCK_EX)+flock(LOCK_UN) on a descriptor kept open.
 func BenchmarkUncontended(b *testing.B) {
 	b.Run("impl=filelock", func(b *testing.B) {
-		l := newLocker(b, b.TempDir(), filelock.Options{})
+		l := newLocker(b, b.TempDir(), lock.Options{})
 		ctx := context.Background()
 		for b.Loop() {
 			le, err := l.Acquire(ctx, "k")
@@ -62,7 +62,7 @@ func BenchmarkUncontended(b *testing.B) {
 // them) takes and releases its own key.
 func BenchmarkParallelKeys(b *testing.B) {
 	b.Run("impl=filelock", func(b *testing.B) {
-		l := newLocker(b, b.TempDir(), filelock.Options{})
+		l := newLocker(b, b.TempDir(), lock.Options{})
 		ctx := context.Background()
 		var n atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
@@ -142,7 +142,7 @@ func BenchmarkHotKey(b *testing.B) {
 		b.ReportMetric(pct(1), "max-wait-ns")
 	}
 	b.Run(fmt.Sprintf("impl=filelock/goroutines=%d", goroutines), func(b *testing.B) {
-		l := newLocker(b, b.TempDir(), filelock.Options{})
+		l := newLocker(b, b.TempDir(), lock.Options{})
 		ctx := context.Background()
 		run(b, func(int) func() {
 			le, err := l.Acquire(ctx, "hot")

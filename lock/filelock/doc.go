@@ -1,6 +1,6 @@
 // Package filelock provides locks that exclude goroutines and processes on
-// one machine alike (quadrant Q2 on a single host; seeds S8 and S18), built on
-// flock(2) with one lock file per key in a directory.
+// one machine alike, built on flock(2) with one lock file per key in a
+// directory.
 //
 // A [Locker] from [New] hands out [lock.Lease] values with fencing tokens.
 // Leases have no TTL: when the holding process dies — even by SIGKILL — the
@@ -22,7 +22,7 @@
 //
 // Across processes there is no notification: the process waiting for a key
 // retries a non-blocking flock with jittered, doubling pauses (about 1ms up
-// to Options.PollInterval, default [DefaultPollInterval]). A blocking flock
+// to lock.Options.PollInterval, default [DefaultPollInterval]). A blocking flock
 // in a goroutine per waiter would be woken at once but cannot be cancelled,
 // so a cancelled Acquire would leave a thread blocked in the kernel until the
 // key is freed. Hence Capabilities.FIFO and Capabilities.Notify are false:

@@ -21,7 +21,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	l, err := filelock.New(dir, filelock.Options{Options: lock.Options{Holder: "example"}})
+	l, err := filelock.New(dir, lock.Options{Holder: "example"})
 	if err != nil {
 		log.Fatal(err)
 	}

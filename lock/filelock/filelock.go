@@ -28,15 +28,6 @@ import (
 // process is noticed within a millisecond or two.
 const DefaultPollInterval = 10 * time.Millisecond
 
-// Options configure a [Locker]. The zero value is valid.
-type Options struct {
-	// Options are the common lock options. TTL must be zero: a file lock
-	// does not expire; the operating system frees it when its holder's
-	// process ends. AutoRefresh and Drift have no effect. PollInterval zero
-	// selects [DefaultPollInterval].
-	lock.Options
-}
-
 // Locker holds flock(2) locks on files in one directory, one file per key.
 // It excludes goroutines of this process (waiting in a FIFO queue) and other
 // processes on the machine (waiting by polling) alike. A Locker is safe for
@@ -67,9 +58,12 @@ var caps = lock.Capabilities{
 // mode 0o700 (and missing parents) when it does not exist. Every process that
 // must be excluded uses the same dir. It returns an error matching
 // lock.ErrInvalidOptions for an empty dir, a dir that is not a writable
-// directory, or invalid opts (including a non-zero TTL). The caller must
-// Close the Locker.
-func New(dir string, opts Options) (*Locker, error) {
+// directory, or invalid opts. The caller must Close the Locker.
+//
+// opts.TTL must be zero: a file lock does not expire; the operating system
+// frees it when its holder's process ends. AutoRefresh and Drift have no
+// effect. PollInterval zero selects [DefaultPollInterval].
+func New(dir string, opts lock.Options) (*Locker, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: filelock: empty directory", lock.ErrInvalidOptions)
 	}
@@ -110,7 +104,7 @@ func New(dir string, opts Options) (*Locker, error) {
 			return nil, err
 		}
 	}
-	core, err := lock.New(b, opts.Options)
+	core, err := lock.New(b, opts)
 	if err != nil {
 		unix.Close(dfd)
 		return nil, err
@@ -138,6 +132,10 @@ func (l *Locker) TryAcquire(ctx context.Context, key string) (*lock.Lease, error
 // TTL (the OS frees a dead holder's lock), and its FIFO order and wake-up by
 // notification hold only within one process, so both are reported false.
 func (l *Locker) Capabilities() lock.Capabilities { return caps }
+
+// Waiting returns how many Acquire calls of this Locker wait for key; see
+// [lock.Locker.Waiting].
+func (l *Locker) Waiting(key string) int { return l.core.Waiting(key) }
 
 // Close makes waiting and later Acquire calls return lock.ErrClosed. Leases
 // already granted stay held until released. Close is idempotent.

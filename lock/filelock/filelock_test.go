@@ -36,7 +36,7 @@ func TestConformance(t *testing.T) {
 	}
 	locktest.Run(t, locktest.Config{
 		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-			l, err := filelock.New(dir, filelock.Options{Options: opts})
+			l, err := filelock.New(dir, opts)
 			if err != nil {
 				return nil, err // a typed nil *Locker must not become a non-nil interface
 			}
@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func newLocker(t testing.TB, dir string, opts filelock.Options) *filelock.Locker {
+func newLocker(t testing.TB, dir string, opts lock.Options) *filelock.Locker {
 	t.Helper()
 	l, err := filelock.New(dir, opts)
 	if err != nil {
@@ -71,13 +71,13 @@ func TestNewBadDirectory(t *testing.T) {
 	tests := []struct {
 		name string
 		dir  string
-		opts filelock.Options
+		opts lock.Options
 	}{
-		{"empty", "", filelock.Options{}},
-		{"regular file", file, filelock.Options{}},
-		{"below a regular file", filepath.Join(file, "locks"), filelock.Options{}},
-		{"TTL", tmp, filelock.Options{Options: lock.Options{TTL: time.Second}}},
-		{"negative poll", tmp, filelock.Options{Options: lock.Options{PollInterval: -1}}},
+		{"empty", "", lock.Options{}},
+		{"regular file", file, lock.Options{}},
+		{"below a regular file", filepath.Join(file, "locks"), lock.Options{}},
+		{"TTL", tmp, lock.Options{TTL: time.Second}},
+		{"negative poll", tmp, lock.Options{PollInterval: -1}},
 	}
 	if os.Geteuid() != 0 { // root may write anywhere
 		ro := filepath.Join(tmp, "readonly")
@@ -87,8 +87,8 @@ func TestNewBadDirectory(t *testing.T) {
 		tests = append(tests, struct {
 			name string
 			dir  string
-			opts filelock.Options
-		}{"not writable", ro, filelock.Options{}})
+			opts lock.Options
+		}{"not writable", ro, lock.Options{}})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +106,7 @@ func TestNewBadDirectory(t *testing.T) {
 
 func TestNewCreatesDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "locks")
-	l := newLocker(t, dir, filelock.Options{})
+	l := newLocker(t, dir, lock.Options{})
 	fi, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestNewCreatesDirectory(t *testing.T) {
 // TestGoroutineExclusion: 16 goroutines of one process, on one Locker,
 // increment a non-atomic counter under the lock.
 func TestGoroutineExclusion(t *testing.T) {
-	l := newLocker(t, t.TempDir(), filelock.Options{})
+	l := newLocker(t, t.TempDir(), lock.Options{})
 	var (
 		inside  atomic.Int32
 		count   int
@@ -179,8 +179,8 @@ func TestGoroutineExclusion(t *testing.T) {
 // in-process guards; flock on separate descriptors still excludes them.
 func TestTwoLockersOneProcess(t *testing.T) {
 	dir := t.TempDir()
-	a := newLocker(t, dir, filelock.Options{Options: lock.Options{Holder: "locker-a"}})
-	b := newLocker(t, dir, filelock.Options{Options: lock.Options{PollInterval: 2 * time.Millisecond}})
+	a := newLocker(t, dir, lock.Options{Holder: "locker-a"})
+	b := newLocker(t, dir, lock.Options{PollInterval: 2 * time.Millisecond})
 	le, err := a.Acquire(t.Context(), "k")
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestTokensPersist(t *testing.T) {
 	dir := t.TempDir()
 	var last lock.Token
 	for i := range 3 {
-		l := newLocker(t, dir, filelock.Options{})
+		l := newLocker(t, dir, lock.Options{})
 		le, err := l.Acquire(t.Context(), "k")
 		if err != nil {
 			t.Fatal(err)
@@ -240,7 +240,7 @@ func TestTokensPersist(t *testing.T) {
 
 func TestCorruptFile(t *testing.T) {
 	dir := t.TempDir()
-	l := newLocker(t, dir, filelock.Options{})
+	l := newLocker(t, dir, lock.Options{})
 	path, _ := l.Path("k")
 	if err := os.WriteFile(path, []byte("haita-filelock 1 token=99 boot=x pid=1 holder=\"\" crc=00000000\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestCorruptFile(t *testing.T) {
 }
 
 func TestReleaseAfterClose(t *testing.T) {
-	l := newLocker(t, t.TempDir(), filelock.Options{})
+	l := newLocker(t, t.TempDir(), lock.Options{})
 	le, err := l.Acquire(t.Context(), "k")
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestHelperHolder(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestSIGKILL")
 	}
-	l, err := filelock.New(dir, filelock.Options{Options: lock.Options{Holder: "child"}})
+	l, err := filelock.New(dir, lock.Options{Holder: "child"})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -341,7 +341,7 @@ func TestSIGKILL(t *testing.T) {
 		t.Fatalf("child did not report its leases (got %v, scan error %v)", tokens, sc.Err())
 	}
 
-	l := newLocker(t, dir, filelock.Options{Options: lock.Options{PollInterval: 5 * time.Millisecond}})
+	l := newLocker(t, dir, lock.Options{PollInterval: 5 * time.Millisecond})
 	_, err = l.TryAcquire(t.Context(), "try")
 	var held *lock.HeldError
 	if !errors.As(err, &held) || held.Holder != "child" {

@@ -189,7 +189,7 @@ func TestTokensAcrossBoots(t *testing.T) {
 	dir := t.TempDir()
 	var last lock.Token
 	for i, boot := range []string{"boot1", "boot1", "boot2", "boot2", "", "boot1"} {
-		l, err := New(dir, Options{})
+		l, err := New(dir, lock.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +216,7 @@ func TestTokensAcrossBoots(t *testing.T) {
 // TestCounterExhausted: a key whose counter ran out raises the directory's
 // epoch and continues above it.
 func TestCounterExhausted(t *testing.T) {
-	l, err := New(t.TempDir(), Options{})
+	l, err := New(t.TempDir(), lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestCounterExhausted(t *testing.T) {
 // TestNoMemoryPerKey: after many distinct keys, and after waiters that gave
 // up, the in-process table is empty and every file is closed.
 func TestNoMemoryPerKey(t *testing.T) {
-	l, err := New(t.TempDir(), Options{})
+	l, err := New(t.TempDir(), lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

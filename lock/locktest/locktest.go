@@ -8,6 +8,11 @@
 // auto-refresh; ownership; prompt wake-up, cancellation and wait limits;
 // and clear errors for bad keys and options.
 //
+// Where a test needs a waiter to be waiting before it acts, it waits for
+// [lock.Locker.Waiting] to say so ([WaitUntilWaiting]) instead of sleeping,
+// so the suite does not flake on a slow machine; suites for other
+// contracts synchronise the same way.
+//
 // The multi-process test re-executes the test binary, running the same
 // top-level test function with environment variables that make Run do a
 // child's share of the work instead. The test function must therefore reach
@@ -103,6 +108,21 @@ func Run(t *testing.T, cfg Config) {
 	}
 	if caps.CrossProcess {
 		t.Run("MultiProcess", s.testMultiProcess)
+	}
+}
+
+// WaitUntilWaiting blocks until at least n Acquire calls of l wait for key
+// (see [lock.Locker.Waiting]), and fails t when that takes more than 30s.
+// Tests synchronise on it instead of sleeping "long enough" for a waiter to
+// start waiting. It may be called from any goroutine.
+func WaitUntilWaiting(t testing.TB, l lock.Locker, key string, n int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for l.Waiting(key) < n {
+		if time.Now().After(deadline) {
+			t.Errorf("locktest: %d Acquire calls wait for %q after 30s, want %d", l.Waiting(key), key, n)
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 
@@ -378,7 +398,7 @@ func (s *suite) testWake(t *testing.T) {
 		got <- time.Now()
 		release(t, w)
 	})
-	time.Sleep(200 * time.Millisecond) // let the waiter start waiting
+	WaitUntilWaiting(t, b, key, 1)
 	released := time.Now()
 	release(t, le)
 	at := <-got
@@ -400,7 +420,12 @@ func (s *suite) testCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	time.AfterFunc(100*time.Millisecond, cancel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		WaitUntilWaiting(t, b, key, 1)
+		cancel()
+	})
 	start := time.Now()
 	_, err = b.Acquire(ctx, key)
 	if !errors.Is(err, context.Canceled) {
@@ -565,7 +590,7 @@ func (s *suite) testClose(t *testing.T) {
 		_, err := b.Acquire(t.Context(), key)
 		errc <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	WaitUntilWaiting(t, b, key, 1)
 	if err := b.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -631,6 +656,11 @@ func (s *suite) testExpiry(t *testing.T) {
 		t.Fatalf("key not free after its TTL: %v", err)
 	}
 	grantedAt := time.Now()
+	// Whatever Done says at this moment (its timer may lag), Check reads
+	// the clock: another holder has the key, so the lease is lost.
+	if err := le.Check(); !errors.Is(err, lock.ErrLost) {
+		t.Errorf("Check once the next holder has the key = %v, want ErrLost", err)
+	}
 	wg.Wait()
 	if doneAt.IsZero() {
 		t.Fatal("Done did not close on expiry")
@@ -699,6 +729,14 @@ func (s *suite) testOwnershipAfterExpiry(t *testing.T) {
 	}
 	if err := old.Release(t.Context()); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("Release of an expired lease = %v, want ErrNotHeld", err)
+	}
+	// ErrReleased follows a successful Release only: this one found the
+	// lease lost, and Err keeps saying so.
+	if err := old.Err(); !errors.Is(err, lock.ErrLost) || errors.Is(err, lock.ErrReleased) {
+		t.Errorf("Err after a Release that returned ErrNotHeld = %v, want ErrLost", err)
+	}
+	if err := old.Check(); !errors.Is(err, lock.ErrLost) {
+		t.Errorf("Check after a Release that returned ErrNotHeld = %v, want ErrLost", err)
 	}
 	if _, err := a.TryAcquire(t.Context(), key); !errors.Is(err, lock.ErrNotAcquired) {
 		t.Fatalf("the expired lease's Release freed the new holder's key: TryAcquire = %v", err)

@@ -1,5 +1,5 @@
-// Package memlock provides in-process keyed locks (quadrant Q1 of the
-// seeds' map): leases on string keys with fencing tokens, an optional TTL,
+// Package memlock provides in-process keyed locks: leases on string keys
+// with fencing tokens, an optional TTL,
 // and waiters queued in arrival order and woken by channels (see
 // [Locker.Acquire] for how a hot key is shared). It excludes goroutines of
 // one process only; use lock/filelock on one machine or a network backend

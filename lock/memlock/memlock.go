@@ -88,6 +88,17 @@ func (l *Locker) TryAcquire(ctx context.Context, key string) (*lock.Lease, error
 // cross-process.
 func (l *Locker) Capabilities() lock.Capabilities { return caps }
 
+// Waiting returns how many Acquire calls wait in key's queue; see
+// [lock.Locker.Waiting]. Lockers made with [Locker.With] share the queue,
+// and the count.
+func (l *Locker) Waiting(key string) int {
+	l.init()
+	if l.err != nil {
+		return 0
+	}
+	return l.core.Waiting(key)
+}
+
 // Close makes waiting and later Acquire calls return lock.ErrClosed.
 func (l *Locker) Close() error {
 	l.init()
@@ -278,6 +289,17 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 		return lock.Grant{}, held(req.Key, e, now)
 	}
 	return lock.Grant{Token: b.take(e, req.Owner, req.Holder, req.TTL, now)}, nil
+}
+
+// Waiting implements lock.WaitCounter: the waiters in key's queue.
+func (b *backend) Waiting(key string) int {
+	s := b.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[key]; e != nil {
+		return len(e.waiters)
+	}
+	return 0
 }
 
 func held(key string, e *entry, now time.Time) error {

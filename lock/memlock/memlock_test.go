@@ -76,7 +76,7 @@ func TestFIFO(t *testing.T) {
 			order <- i
 			_ = le.Release(ctx)
 		})
-		time.Sleep(5 * time.Millisecond) // queue them in order i
+		locktest.WaitUntilWaiting(t, &l, "k", i+1) // queue them in order i
 	}
 	_ = first.Release(ctx)
 	wg.Wait()
@@ -120,7 +120,7 @@ func TestExpiryHandsOver(t *testing.T) {
 	}
 }
 
-// TestMapUpdateIsAtomic is seed 001's lost increment on a concurrent map:
+// TestMapUpdateIsAtomic is the lost increment on a concurrent map:
 // "get, add one, put" loses updates; Update does not.
 func TestMapUpdateIsAtomic(t *testing.T) {
 	const workers, ops = 16, 500

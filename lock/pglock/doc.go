@@ -28,7 +28,7 @@
 // notification's payload is the key.
 //
 // The waiters of one Locker queue per key in the order they came (FIFO
-// within a Locker): only the first asks the database, and is woken by a
+// within a Locker, kept by [lock.WaitQueue]): only the first asks the database, and is woken by a
 // notification; the others wait behind it without a round trip, and an
 // Acquire or TryAcquire of the same Locker on a key it has waiters for is
 // told the key is held without asking. A release by the same Locker hands

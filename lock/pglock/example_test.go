@@ -25,7 +25,7 @@ func Example() {
 	if err := pglock.CreateTable(ctx, pool, pglock.DefaultTable); err != nil {
 		log.Fatal(err)
 	}
-	locker, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: 15 * time.Second, Holder: "worker-1"}})
+	locker, err := pglock.New(pool, lock.Options{TTL: 15 * time.Second, Holder: "worker-1"})
 	if err != nil {
 		log.Fatal(err)
 	}

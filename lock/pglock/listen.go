@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -13,20 +12,16 @@ import (
 	"github.com/haita/haita/lock"
 )
 
-// listener keeps one connection LISTENing on the table's channel and, per
-// key, the Locker's local waiters in the order they started waiting (see
-// queue.go for how they take turns). A notification (payload: the key) wakes
-// the first waiter of that key. It starts on the first subscribe and
-// reconnects with backoff until close.
+// listener keeps one connection LISTENing on the table's channel. A
+// notification (payload: the key) wakes the first local waiter of that key
+// in the Locker's lock.WaitQueue, which keeps the waiters' order. It starts
+// on the first subscribe and reconnects with backoff until close.
 type listener struct {
 	c       client
 	channel string
-
-	// releaseOrphan frees a key handed to a waiter that left.
-	releaseOrphan func(lock.Request)
+	q       *lock.WaitQueue
 
 	mu      sync.Mutex
-	keys    map[string]*queue
 	started bool
 	closed  bool
 	up      bool          // LISTEN is in effect on a live connection
@@ -37,26 +32,18 @@ type listener struct {
 	done    chan struct{}
 }
 
-// queue is the local waiters of one key.
-type queue struct {
-	key      string
-	waiters  []*subscription // oldest first; waiters[0] is the head
-	handoffs int             // consecutive local handoffs
-}
-
-func newListener(c client, channel string, releaseOrphan func(lock.Request)) *listener {
-	return &listener{c: c, channel: channel, releaseOrphan: releaseOrphan, keys: make(map[string]*queue)}
+func newListener(c client, channel string, q *lock.WaitQueue) *listener {
+	return &listener{c: c, channel: channel, q: q}
 }
 
 // errNotListening is returned by subscribe while the listening connection is
 // down; the Locker then polls.
 var errNotListening = errors.New("pglock: not listening for releases")
 
-// subscribe puts a waiter for key at the end of its queue. When it returns
-// without error, LISTEN is in effect, so every release committed afterwards
-// is delivered. The waiter is known by ctx, which the Locker passes to Try as
-// well while it waits.
-func (l *listener) subscribe(ctx context.Context, key string) (lock.Subscription, error) {
+// subscribe puts a waiter for req at the end of its key's queue. When it
+// returns without error, LISTEN is in effect, so every release committed
+// afterwards is delivered.
+func (l *listener) subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -85,15 +72,8 @@ func (l *listener) subscribe(ctx context.Context, key string) (lock.Subscription
 			return nil, fmt.Errorf("%w: %w", errNotListening, err)
 		}
 	}
-	q := l.keys[key]
-	if q == nil {
-		q = &queue{key: key}
-		l.keys[key] = q
-	}
-	s := &subscription{l: l, q: q, ctx: ctx, c: make(chan struct{}, 1)}
-	q.waiters = append(q.waiters, s)
 	l.mu.Unlock()
-	return s, nil
+	return l.q.Join(req), nil
 }
 
 func (l *listener) run(ctx context.Context) {
@@ -138,9 +118,7 @@ func (l *listener) setUp() {
 	}
 	// Releases while the connection was down were missed: let the first
 	// waiter of every key try again.
-	for _, q := range l.keys {
-		q.waiters[0].wake()
-	}
+	l.q.WakeAll()
 }
 
 func (l *listener) setDown(err error) {
@@ -155,16 +133,8 @@ func (l *listener) setDown(err error) {
 	l.tried = false
 }
 
-// deliver wakes the first waiter of key: only it asks the database, so
-// waking the others would only cost them a turn of their loop.
-func (l *listener) deliver(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if q := l.keys[key]; q != nil {
-		q.handoffs = 0
-		q.waiters[0].wake()
-	}
-}
+// deliver wakes the first waiter of key: only it asks the database.
+func (l *listener) deliver(key string) { l.q.Wake(key) }
 
 func (l *listener) close() {
 	l.mu.Lock()
@@ -174,69 +144,5 @@ func (l *listener) close() {
 	if cancel != nil {
 		cancel()
 		<-done
-	}
-}
-
-// remove takes s out of its queue. When s was the head and leaves without
-// the key, the new head is woken to ask the database; when s took the key,
-// its release hands the key on, so the new head sleeps. l.mu is held.
-func (l *listener) remove(s *subscription) {
-	q := s.q
-	i := slices.Index(q.waiters, s)
-	if i < 0 {
-		return
-	}
-	q.waiters = slices.Delete(q.waiters, i, i+1)
-	switch {
-	case len(q.waiters) == 0:
-		delete(l.keys, q.key)
-	case i == 0 && !s.took:
-		q.waiters[0].wake()
-	}
-}
-
-// subscription is one local waiter for a key. Its fields other than l, q,
-// ctx and c are guarded by l.mu.
-type subscription struct {
-	l   *listener
-	q   *queue
-	ctx context.Context
-	c   chan struct{} // wake-ups, buffered
-
-	known   bool         // req is set: the waiter has called Try
-	req     lock.Request // its request
-	handing bool         // a release is handing the key to it
-	grant   *lock.Grant  // handed over, not yet taken by Try
-	sent    time.Time    // when the handing release was sent
-	took    bool         // Try granted it the key
-	closed  bool
-}
-
-// wake queues a wake-up unless one is pending.
-func (s *subscription) wake() {
-	select {
-	case s.c <- struct{}{}:
-	default:
-	}
-}
-
-func (s *subscription) C() <-chan struct{} { return s.c }
-
-// Close takes the waiter out of its key's queue. A key handed to it and not
-// taken is released again.
-func (s *subscription) Close() {
-	l := s.l
-	l.mu.Lock()
-	if s.closed {
-		l.mu.Unlock()
-		return
-	}
-	s.closed = true
-	orphan, req := s.grant, s.req
-	s.grant = nil
-	l.remove(s)
-	l.mu.Unlock()
-	if orphan != nil {
-		l.releaseOrphan(req)
 	}
 }

@@ -18,50 +18,60 @@ import (
 	"github.com/haita/haita/lock"
 )
 
-// DefaultTable is the lease table used when Options.Table is empty.
+// DefaultTable is the lease table used unless [WithTable] names another.
 const DefaultTable = "haita_locks"
 
-// DefaultTTL is the lease TTL used when Options.TTL is zero.
+// DefaultTTL is the lease TTL used when lock.Options.TTL is zero.
 const DefaultTTL = 30 * time.Second
 
-// Options configure a PostgreSQL [lock.Locker]. The zero value is valid.
-type Options struct {
-	// Options are the backend-independent options; see [lock.Options].
-	lock.Options
+// Option configures what [New] and [NewDB] add to [lock.Options] for
+// PostgreSQL.
+type Option func(*config)
 
-	// Table is the lease table, optionally schema-qualified ("locks" or
-	// "app.locks"); each part must match [A-Za-z_][A-Za-z0-9_]* and the
-	// whole name be at most 57 bytes. Zero selects [DefaultTable]. The
-	// table is created by [CreateTable], never by New.
-	Table string
+type config struct {
+	table string
 }
 
-// New returns a Locker on the lease table in opts.Table, running its
-// statements on pool and listening for releases on one connection it takes
-// out of the pool on the first wait (the pool no longer counts it). The
-// table must exist (see [CreateTable]).
+// WithTable selects the lease table, optionally schema-qualified ("locks"
+// or "app.locks"); each part must match [A-Za-z_][A-Za-z0-9_]* and the
+// whole name be at most 57 bytes. The default is [DefaultTable]. The table
+// is created by [CreateTable], never by New.
+func WithTable(table string) Option { return func(c *config) { c.table = table } }
+
+// Locker is a [lock.Locker] on a PostgreSQL lease table; see [New].
+type Locker struct {
+	lock.Locker
+}
+
+var _ lock.Locker = (*Locker)(nil)
+
+// New returns a Locker on the lease table ([DefaultTable] unless
+// [WithTable] names another), running its statements on pool and listening
+// for releases on one connection it takes out of the pool on the first wait
+// (the pool no longer counts it). The table must exist (see [CreateTable]).
+// The default TTL is [DefaultTTL].
 //
 // The Locker is safe for concurrent use. The caller must Close it; Close
 // does not close pool. It returns an error matching [lock.ErrInvalidOptions]
-// for a nil pool or invalid opts.
-func New(pool *pgxpool.Pool, opts Options) (lock.Locker, error) {
+// for a nil pool, a nil option, an invalid table name or invalid opts.
+func New(pool *pgxpool.Pool, opts lock.Options, options ...Option) (*Locker, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: pglock: nil pool", lock.ErrInvalidOptions)
 	}
-	return newLocker(poolClient{pool}, opts)
+	return newLocker(poolClient{pool}, opts, options)
 }
 
 // NewDB is like [New] for a *sql.DB opened with pgx's stdlib driver
 // (sql.Open("pgx", dsn) or stdlib.OpenDB). It returns an error matching
 // [lock.ErrInvalidOptions] for a nil db or one using another driver.
-func NewDB(db *sql.DB, opts Options) (lock.Locker, error) {
+func NewDB(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: pglock: nil db", lock.ErrInvalidOptions)
 	}
 	if _, ok := db.Driver().(*stdlib.Driver); !ok {
 		return nil, fmt.Errorf("%w: pglock: db uses driver %T, not pgx's stdlib driver", lock.ErrInvalidOptions, db.Driver())
 	}
-	return newLocker(dbClient{db}, opts)
+	return newLocker(dbClient{db}, opts, options)
 }
 
 // Schema returns the statements that create the lease table and its token
@@ -157,8 +167,15 @@ func parseTable(table string) (names, error) {
 	return names{table: quote(parts), seq: seq, seqText: "'" + seq + "'", channel: table}, nil
 }
 
-func newLocker(c client, opts Options) (lock.Locker, error) {
-	n, err := parseTable(opts.Table)
+func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
+	var cfg config
+	for _, o := range options {
+		if o == nil {
+			return nil, fmt.Errorf("%w: pglock: nil Option", lock.ErrInvalidOptions)
+		}
+		o(&cfg)
+	}
+	n, err := parseTable(cfg.table)
 	if err != nil {
 		return nil, err
 	}
@@ -168,8 +185,13 @@ func newLocker(c client, opts Options) (lock.Locker, error) {
 	b.refreshSQL = fmt.Sprintf(refreshSQL, n.table)
 	b.releaseSQL = fmt.Sprintf(releaseSQL, n.table)
 	b.handoffSQL = fmt.Sprintf(handoffSQL, n.table, n.seqText)
-	b.l = newListener(c, n.channel, b.releaseOrphan)
-	return lock.New(b, opts.Options)
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
+	b.l = newListener(c, n.channel, b.q)
+	l, err := lock.New(b, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Locker{l}, nil
 }
 
 // The statements. %[1]s is the quoted table, %[2]s the sequence literal.
@@ -233,6 +255,7 @@ SELECT coalesce((SELECT token FROM h), 0)`
 type backend struct {
 	c          client
 	n          names
+	q          *lock.WaitQueue // the Locker's local waiters
 	l          *listener
 	acquireSQL string
 	refreshSQL string
@@ -268,16 +291,15 @@ func (b *backend) Capabilities() lock.Capabilities {
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	g, v, s := b.l.gate(ctx, req)
-	switch v {
-	case handedOver:
+	switch g, v := b.q.Gate(req); v {
+	case lock.HandedOver:
 		return g, nil
-	case queued:
+	case lock.Queued:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
 	}
 	g, err := b.acquire(ctx, req)
-	if err == nil && s != nil {
-		b.l.granted(s)
+	if err == nil {
+		b.q.Took(req)
 	}
 	return g, err
 }
@@ -307,6 +329,12 @@ func (b *backend) acquire(ctx context.Context, req lock.Request) (lock.Grant, er
 		sctx, cancel := context.WithTimeout(b.bg, req.TTL)
 		defer cancel()
 		g, err := b.acquireRow(sctx, req)
+		if err != nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			// No answer within the TTL: a grant, if the statement made one,
+			// has expired or is about to. That is a lost grant, not the
+			// caller's deadline, whose context is still alive.
+			err = fmt.Errorf("pglock: acquire %q: no answer within the TTL of %v: %w", req.Key, req.TTL, lock.ErrLost)
+		}
 		select {
 		case res <- result{g, err}:
 		case <-left:
@@ -355,28 +383,29 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-// Release hands the key straight to the first local waiter when it has made
-// itself known (see queue.go), and frees it otherwise.
+// Release hands the key straight to the first local waiter (see
+// [lock.WaitQueue]) in one UPDATE that gives the row a new owner and token,
+// and frees it otherwise.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
-	next, nextReq := b.l.pickHandoff(req)
-	if next == nil {
+	h := b.q.Handoff(req)
+	if h == nil {
 		return b.release(ctx, req)
 	}
 	var token int64
 	sent := time.Now()
 	err := b.c.queryRow(ctx, b.handoffSQL, req.Key, req.Owner.String(),
-		nextReq.Owner.String(), nextReq.Holder, nextReq.TTL.Microseconds()).Scan(&token)
+		h.To.Owner.String(), h.To.Holder, h.To.TTL.Microseconds()).Scan(&token)
 	switch {
 	case err == nil && token > 0:
-		b.l.handed(next, lock.Grant{Token: lock.Token(token)}, sent)
+		h.Done(lock.Grant{Token: lock.Token(token)}, sent)
 		return nil
 	case err == nil:
-		b.l.notHanded(next)
+		h.Failed()
 		return fmt.Errorf("pglock: release %q: %w", req.Key, lock.ErrNotHeld)
 	default:
-		// The key may have gone to next: take it back.
-		b.releaseOrphan(nextReq)
-		b.l.notHanded(next)
+		// The key may have gone to the waiter: take it back.
+		b.releaseOrphan(h.To)
+		h.Failed()
 		return fmt.Errorf("pglock: release: %w", err)
 	}
 }
@@ -402,8 +431,8 @@ func (b *backend) release(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription, error) {
-	return b.l.subscribe(ctx, key)
+func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+	return b.l.subscribe(ctx, req)
 }
 
 // Close stops the listener and the statements acquire left running, and

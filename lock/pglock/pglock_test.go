@@ -48,7 +48,7 @@ func TestConformance(t *testing.T) {
 	pool := openPool(t, "")
 	locktest.Run(t, locktest.Config{
 		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-			return pglock.New(pool, pglock.Options{Options: opts})
+			return pglock.New(pool, opts)
 		},
 	})
 }
@@ -65,7 +65,7 @@ func TestConformanceDatabaseSQL(t *testing.T) {
 	}
 	locktest.Run(t, locktest.Config{
 		New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-			return pglock.NewDB(db, pglock.Options{Options: opts, Table: "app_locks"})
+			return pglock.NewDB(db, opts, pglock.WithTable("app_locks"))
 		},
 	})
 }
@@ -99,7 +99,7 @@ func TestTableNames(t *testing.T) {
 			if err == nil && !strings.Contains(ddl, "CREATE TABLE IF NOT EXISTS") {
 				t.Errorf("Schema(%q) = %q", tt.table, ddl)
 			}
-			l, err := pglock.New(&pgxpool.Pool{}, pglock.Options{Table: tt.table})
+			l, err := pglock.New(&pgxpool.Pool{}, lock.Options{}, pglock.WithTable(tt.table))
 			if tt.ok != (err == nil) {
 				t.Errorf("New with table %q = %v, want ok=%v", tt.table, err, tt.ok)
 			}
@@ -111,13 +111,13 @@ func TestTableNames(t *testing.T) {
 }
 
 func TestConstructorErrors(t *testing.T) {
-	if _, err := pglock.New(nil, pglock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+	if _, err := pglock.New(nil, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
 		t.Errorf("New(nil) = %v", err)
 	}
-	if _, err := pglock.NewDB(nil, pglock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+	if _, err := pglock.NewDB(nil, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
 		t.Errorf("NewDB(nil) = %v", err)
 	}
-	if _, err := pglock.New(&pgxpool.Pool{}, pglock.Options{Options: lock.Options{TTL: -1}}); !errors.Is(err, lock.ErrInvalidOptions) {
+	if _, err := pglock.New(&pgxpool.Pool{}, lock.Options{TTL: -1}); !errors.Is(err, lock.ErrInvalidOptions) {
 		t.Errorf("New with negative TTL = %v", err)
 	}
 }
@@ -141,7 +141,7 @@ func TestCreateTableIsIdempotentAndConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l, err := pglock.New(pool, pglock.Options{Table: "other.locks"})
+	l, err := pglock.New(pool, lock.Options{}, pglock.WithTable("other.locks"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +159,12 @@ func TestCreateTableIsIdempotentAndConcurrent(t *testing.T) {
 // holder and its expiry, measured by the database clock.
 func TestHeldErrorReportsHolder(t *testing.T) {
 	pool := openPool(t, "")
-	a, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: time.Minute, Holder: "api-1/pid 7"}})
+	a, err := pglock.New(pool, lock.Options{TTL: time.Minute, Holder: "api-1/pid 7"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := pglock.New(pool, pglock.Options{})
+	b, err := pglock.New(pool, lock.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestHeldErrorReportsHolder(t *testing.T) {
 // its poll interval.
 func TestListenerReconnects(t *testing.T) {
 	pool := openPool(t, "")
-	opts := pglock.Options{Options: lock.Options{PollInterval: time.Minute}}
+	opts := lock.Options{PollInterval: time.Minute}
 	holder, err := pglock.New(pool, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +291,7 @@ func TestKilledHolder(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	l, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: ttl}})
+	l, err := pglock.New(pool, lock.Options{TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func killedHolderChild(t *testing.T, dsn string) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	l, err := pglock.New(pool, pglock.Options{Options: lock.Options{TTL: time.Second, AutoRefresh: true}})
+	l, err := pglock.New(pool, lock.Options{TTL: time.Second, AutoRefresh: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func killedHolderChild(t *testing.T, dsn string) {
 	t.Fatalf("child's lease ended: %v", le.Err())
 }
 
-func newLocker(t testing.TB, pool *pgxpool.Pool, opts pglock.Options) lock.Locker {
+func newLocker(t testing.TB, pool *pgxpool.Pool, opts lock.Options) lock.Locker {
 	t.Helper()
 	l, err := pglock.New(pool, opts)
 	if err != nil {
@@ -428,7 +428,7 @@ func (h *hotKey) log(t *testing.T) {
 // each.
 func TestHotKeyFair(t *testing.T) {
 	pool := openPool(t, "")
-	l := newLocker(t, pool, pglock.Options{})
+	l := newLocker(t, pool, lock.Options{})
 	const workers = 8
 	var h hotKey
 	h.run(t, l, "hot", 0, workers, 0, time.Now().Add(2*time.Second))()
@@ -457,7 +457,7 @@ func TestHotKeyFair(t *testing.T) {
 // grants are handoffs: only about one release in maxHandoffs+1 notifies.
 func TestHandoffTokens(t *testing.T) {
 	pool := openPool(t, "")
-	l := newLocker(t, pool, pglock.Options{})
+	l := newLocker(t, pool, lock.Options{})
 	notifies := countNotifications(t, pool, "tokens")
 	var h hotKey
 	h.run(t, l, "tokens", 0, 8, 0, time.Now().Add(time.Second))()
@@ -514,8 +514,8 @@ func countNotifications(t *testing.T, pool *pgxpool.Pool, key string) func() int
 // second one gets the key again and again.
 func TestOtherLockerNotStarved(t *testing.T) {
 	pool := openPool(t, "")
-	a := newLocker(t, pool, pglock.Options{})
-	b := newLocker(t, pool, pglock.Options{Options: lock.Options{PollInterval: time.Minute}})
+	a := newLocker(t, pool, lock.Options{})
+	b := newLocker(t, pool, lock.Options{PollInterval: time.Minute})
 	var h hotKey
 	stop := time.Now().Add(2 * time.Second)
 	waitA := h.run(t, a, "shared", 0, 8, 0, stop)
@@ -539,7 +539,7 @@ func TestOtherLockerNotStarved(t *testing.T) {
 // TTL.
 func TestHandoffToLeavingWaiter(t *testing.T) {
 	pool := openPool(t, "")
-	l := newLocker(t, pool, pglock.Options{Options: lock.Options{TTL: time.Minute}})
+	l := newLocker(t, pool, lock.Options{TTL: time.Minute})
 	ctx := t.Context()
 	held := func() bool {
 		var n int

@@ -30,14 +30,14 @@
 // Locker keeps one pub/sub connection for all its waiters: the first waiter
 // of a key subscribes (and Subscribe returns once Redis confirmed it), the
 // last one to leave unsubscribes. The waiters of one Locker queue in the
-// order they came: only the first asks Redis, and a release by the same
+// order they came ([lock.WaitQueue]): only the first asks Redis, and a release by the same
 // Locker hands the key straight to it inside the release script — one round
 // trip for the handoff, and no barging by a goroutine that releases and
 // acquires again. After 8 handoffs in a row a release frees the key and
 // publishes, so waiters in other processes get a turn. A TryAcquire on a key
 // the same Locker has waiters for reports it held without asking Redis.
 // Clients other than haita publish nothing; haita's waiters then wake at the
-// holder's expiry or by the fallback poll (Options.PollInterval, 1s).
+// holder's expiry or by the fallback poll (lock.Options.PollInterval, 1s).
 //
 // # Limits
 //
@@ -45,6 +45,6 @@
 // second holder in (Capabilities.FailoverSafe is false), and a restarted
 // server without an append-only file forgets its fencing counters. Use
 // lock/redlock or lock/etcdlock where that matters, and guard writes with
-// the fencing token. Options.Holder is not stored: the key must hold the
+// the fencing token. lock.Options.Holder is not stored: the key must hold the
 // owner value alone.
 package redislock

@@ -2,7 +2,6 @@ package redislock_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,38 +11,42 @@ import (
 	"github.com/haita/haita/lock/redislock"
 )
 
+// Store is storage that keeps the greatest fencing token that wrote and
+// refuses a write with a smaller one (package sqlcc has the SQL for it).
+type Store interface {
+	Write(ctx context.Context, key string, data []byte, token lock.Token) error
+}
+
 // Guard a job with a lease, and hand its fencing token to the storage it
-// writes to.
+// writes to. The README's lock-contract snippet is the body of writeInvoice.
 func Example() {
-	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer rdb.Close()
+	var store Store // the application's storage
+	if err := writeInvoice(context.Background(), rdb, store, []byte("…")); err != nil {
+		fmt.Println(err)
+	}
+}
 
-	locker, err := redislock.New(rdb, redislock.Options{Options: lock.Options{
-		TTL:         10 * time.Second,
-		AutoRefresh: true,
-		WaitLimit:   5 * time.Second,
-	}})
+func writeInvoice(ctx context.Context, rdb *redis.Client, store Store, data []byte) error {
+	locker, err := redislock.New(rdb, lock.Options{TTL: 10 * time.Second, AutoRefresh: true})
 	if err != nil {
-		panic(err)
+		return err
 	}
 	defer locker.Close()
 
-	le, err := locker.Acquire(ctx, "report:2026-11")
-	switch {
-	case errors.Is(err, lock.ErrWaitLimit):
-		fmt.Println("someone else is building the report")
-		return
-	case err != nil:
-		fmt.Println("no lock:", err)
-		return
+	lease, err := locker.Acquire(ctx, "invoice/42") // waits; TryAcquire does not
+	if err != nil {
+		return err // errors.Is(err, lock.ErrWaitLimit), context.DeadlineExceeded, …
 	}
-	defer le.Release(context.WithoutCancel(ctx))
-
-	// Stop when the lease is lost; write with the token so that storage
-	// refuses a writer whose lease has passed.
-	jobCtx, cancel := le.Context(ctx)
+	defer lease.Release(context.WithoutCancel(ctx))
+	ctx, cancel := lease.Context(ctx) // cancelled when the lease is lost
 	defer cancel()
-	_ = jobCtx
-	fmt.Println("building with token", le.Token() > 0)
+
+	// ... long work under ctx ...
+
+	if err := lease.Check(); err != nil { // Done can lag after a pause; Check reads the clock
+		return err
+	}
+	return store.Write(ctx, "invoice/42", data, lease.Token()) // storage refuses tokens older than the last writer's
 }

@@ -23,25 +23,27 @@ type Client interface {
 
 var _ Client = redis.UniversalClient(nil)
 
-// Options configure [New]. The zero value selects every default.
-type Options struct {
-	// Options are the lock options every backend takes. The default TTL is
-	// 30s and the fallback poll while waiting is 1s.
-	lock.Options
+// Option configures what [New] adds to [lock.Options] for Redis.
+type Option func(*config)
 
-	// Prefix is prepended to every lock key to form the Redis key. The
-	// default is none: the Redis key is the lock key, as redsync,
-	// node-redlock and redis-py name it.
-	Prefix string
+type config struct {
+	prefix string
 }
+
+// WithPrefix prepends prefix to every lock key to form the Redis key. The
+// default is none: the Redis key is the lock key, as redsync, node-redlock
+// and redis-py name it.
+func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
+
+// Locker is a [lock.Locker] on one Redis deployment; see [New].
+type Locker struct {
+	lock.Locker
+}
+
+var _ lock.Locker = (*Locker)(nil)
 
 // DefaultTTL is the TTL of a lease when Options.TTL is zero.
 const DefaultTTL = 30 * time.Second
-
-// maxHandoffs bounds how many times in a row a release hands a key straight
-// to a waiter of the same Locker. After that a release frees the key and
-// publishes, so that waiters in other processes get a chance.
-const maxHandoffs = 8
 
 var (
 	//go:embed acquire.lua
@@ -55,25 +57,40 @@ var (
 	refreshScript = redis.NewScript(refreshLua)
 )
 
-// New returns a [lock.Locker] on one Redis deployment reached through c: a
-// single server, Sentinel or Cluster. The Locker does not close c. It returns
-// an error matching [lock.ErrInvalidOptions] for invalid opts.
+// New returns a Locker on one Redis deployment reached through c: a single
+// server, Sentinel or Cluster. The default TTL is [DefaultTTL] and the
+// fallback poll while waiting is 1s. The Locker does not close c. It returns
+// an error matching [lock.ErrInvalidOptions] for a nil c, a nil option or
+// invalid opts.
 //
 // The Locker keeps one pub/sub connection, opened when a first Acquire has
 // to wait, shared by all its waiters; Close closes it.
-func New(c Client, opts Options) (lock.Locker, error) {
+func New(c Client, opts lock.Options, options ...Option) (*Locker, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: redislock: nil client", lock.ErrInvalidOptions)
 	}
-	b := &backend{c: c, prefix: opts.Prefix}
-	b.hub = newHub(c, b.releaseOrphan)
-	return lock.New(b, opts.Options)
+	var cfg config
+	for _, o := range options {
+		if o == nil {
+			return nil, fmt.Errorf("%w: redislock: nil Option", lock.ErrInvalidOptions)
+		}
+		o(&cfg)
+	}
+	b := &backend{c: c, prefix: cfg.prefix}
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
+	b.hub = newHub(c, b.q)
+	l, err := lock.New(b, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Locker{l}, nil
 }
 
 // backend implements lock.Backend and lock.Notifier on Redis.
 type backend struct {
 	c      Client
 	prefix string
+	q      *lock.WaitQueue // the Locker's local waiters
 	hub    *hub
 }
 
@@ -111,11 +128,10 @@ func channel(redisKey string) string { return "haita:released:" + redisKey }
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	redisKey := b.prefix + req.Key
-	switch g, verdict := b.hub.gate(ctx, redisKey, req); verdict {
-	case handedOver:
+	switch g, v := b.q.Gate(req); v {
+	case lock.HandedOver:
 		return g, nil
-	case queued:
+	case lock.Queued:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
 	}
 	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
@@ -123,6 +139,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	case err != nil:
 		return lock.Grant{}, err
 	case n > 0:
+		b.q.Took(req)
 		return lock.Grant{Token: lock.Token(n)}, nil
 	case n == -1:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
@@ -144,17 +161,18 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 }
 
 // Release frees the key, or hands it straight to the first local waiter
-// that has made itself known: one round trip, and the waiter needs none.
+// (see [lock.WaitQueue]) inside the release script: one round trip, and the
+// waiter needs none.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	redisKey := b.prefix + req.Key
-	next, nextReq := b.hub.pickHandoff(redisKey)
+	h := b.q.Handoff(req)
 	nextOwner, nextTTL := "", "0"
-	if next != nil {
-		nextOwner, nextTTL = nextReq.Owner.String(), ms(nextReq.TTL)
+	if h != nil {
+		nextOwner, nextTTL = h.To.Owner.String(), ms(h.To.TTL)
 	}
 	sent := time.Now()
 	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL).Int64()
-	if next == nil {
+	if h == nil {
 		switch {
 		case err != nil:
 			return err
@@ -164,14 +182,14 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 		return nil
 	}
 	if err == nil && n > 0 {
-		b.hub.handed(next, nextReq, lock.Grant{Token: lock.Token(n)}, sent)
+		h.Done(lock.Grant{Token: lock.Token(n)}, sent)
 		return nil
 	}
 	if err != nil {
-		// The key may have gone to next: take it back for it.
-		b.releaseOrphan(nextReq)
+		// The key may have gone to the waiter: take it back for it.
+		b.releaseOrphan(h.To)
 	}
-	b.hub.notHanded(next)
+	h.Failed()
 	if err != nil {
 		return err
 	}
@@ -189,6 +207,6 @@ func (b *backend) releaseOrphan(req lock.Request) {
 
 // Subscribe implements lock.Notifier on the Locker's shared pub/sub
 // connection. The subscription is confirmed by Redis before it returns.
-func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription, error) {
-	return b.hub.subscribe(ctx, b.prefix+key)
+func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+	return b.hub.subscribe(ctx, channel(b.prefix+req.Key), req)
 }

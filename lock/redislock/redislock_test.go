@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ func cluster(t *testing.T) *redis.ClusterClient {
 	return c
 }
 
-func newLocker(t testing.TB, c redislock.Client, opts redislock.Options) lock.Locker {
+func newLocker(t testing.TB, c redislock.Client, opts lock.Options) lock.Locker {
 	t.Helper()
 	l, err := redislock.New(c, opts)
 	if err != nil {
@@ -51,21 +52,21 @@ func newLocker(t testing.TB, c redislock.Client, opts redislock.Options) lock.Lo
 func TestConformance(t *testing.T) {
 	c := single(t)
 	locktest.Run(t, locktest.Config{New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-		return redislock.New(c, redislock.Options{Options: opts})
+		return redislock.New(c, opts)
 	}})
 }
 
 func TestConformancePrefix(t *testing.T) {
 	c := single(t)
 	locktest.Run(t, locktest.Config{New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-		return redislock.New(c, redislock.Options{Options: opts, Prefix: "app{1}:"})
+		return redislock.New(c, opts, redislock.WithPrefix("app{1}:"))
 	}})
 }
 
 func TestConformanceCluster(t *testing.T) {
 	c := cluster(t)
 	locktest.Run(t, locktest.Config{New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-		return redislock.New(c, redislock.Options{Options: opts})
+		return redislock.New(c, opts)
 	}})
 }
 
@@ -74,7 +75,7 @@ func TestConformanceCluster(t *testing.T) {
 // Cluster refuses (CROSSSLOT) unless they share a slot.
 func TestClusterSlots(t *testing.T) {
 	c := cluster(t)
-	l := newLocker(t, c, redislock.Options{})
+	l := newLocker(t, c, lock.Options{})
 	masters := map[string]bool{}
 	var last lock.Token
 	for i := range 60 {
@@ -124,7 +125,7 @@ func TestClusterSlots(t *testing.T) {
 // another client excludes haita until that client deletes it.
 func TestWireCompatible(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, redislock.Options{Options: lock.Options{TTL: 5 * time.Second}})
+	l := newLocker(t, c, lock.Options{TTL: 5 * time.Second})
 	ctx := t.Context()
 
 	le, err := l.TryAcquire(ctx, "wire")
@@ -159,12 +160,14 @@ func TestWireCompatible(t *testing.T) {
 	if d := time.Until(held.ExpiresAt); d < 9*time.Second || d > 10*time.Second {
 		t.Errorf("ExpiresAt in %v, want about 10s", d)
 	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		c.Del(context.Background(), "wire")
-	}()
 	// The foreign client publishes nothing: the fallback poll finds the key.
-	wl := newLocker(t, c, redislock.Options{Options: lock.Options{PollInterval: 200 * time.Millisecond}})
+	wl := newLocker(t, c, lock.Options{PollInterval: 200 * time.Millisecond})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		locktest.WaitUntilWaiting(t, wl, "wire", 1)
+		c.Del(context.Background(), "wire")
+	})
 	le, err = wl.Acquire(ctx, "wire")
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +179,8 @@ func TestWireCompatible(t *testing.T) {
 // pub/sub connection and that it lets go of channels nobody waits on.
 func TestSharedSubscription(t *testing.T) {
 	c := single(t)
-	holder := newLocker(t, c, redislock.Options{})
-	waiters := newLocker(t, c, redislock.Options{})
+	holder := newLocker(t, c, lock.Options{})
+	waiters := newLocker(t, c, lock.Options{})
 	ctx := t.Context()
 	const keys, perKey = 10, 3
 	var leases []*lock.Lease
@@ -250,8 +253,8 @@ func waitFor(t *testing.T, cond func() bool) {
 // within a few milliseconds, far below the fallback poll.
 func TestWakeAcrossLockers(t *testing.T) {
 	c := single(t)
-	a := newLocker(t, c, redislock.Options{})
-	b := newLocker(t, c, redislock.Options{Options: lock.Options{PollInterval: time.Minute}})
+	a := newLocker(t, c, lock.Options{})
+	b := newLocker(t, c, lock.Options{PollInterval: time.Minute})
 	ctx := t.Context()
 	for i := range 20 {
 		key := fmt.Sprintf("wake-%d", i)
@@ -284,7 +287,7 @@ func TestWakeAcrossLockers(t *testing.T) {
 // come near the fallback poll.
 func TestHotKeyFair(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, redislock.Options{})
+	l := newLocker(t, c, lock.Options{})
 	const workers = 8
 	var counts [workers]int
 	var waits []time.Duration
@@ -337,7 +340,7 @@ func TestHotKeyFair(t *testing.T) {
 // blocked until its TTL.
 func TestHandoffToLeavingWaiter(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, redislock.Options{Options: lock.Options{TTL: time.Minute}})
+	l := newLocker(t, c, lock.Options{TTL: time.Minute})
 	ctx := t.Context()
 	for i := range 50 {
 		le, err := l.Acquire(ctx, "leaving")
@@ -366,7 +369,11 @@ func TestHandoffToLeavingWaiter(t *testing.T) {
 
 func TestFencingCounterPerSlot(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, redislock.Options{Prefix: "p:"})
+	l, err := redislock.New(c, lock.Options{}, redislock.WithPrefix("p:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
 	le, err := l.Acquire(t.Context(), "fence")
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +386,38 @@ func TestFencingCounterPerSlot(t *testing.T) {
 }
 
 func TestNilClient(t *testing.T) {
-	if _, err := redislock.New(nil, redislock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+	if _, err := redislock.New(nil, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
 		t.Fatalf("New(nil) = %v", err)
+	}
+}
+
+// TestReadmeSnippet checks that the README's lock-contract snippet is the
+// body of writeInvoice in example_test.go, which the compiler checks.
+func TestReadmeSnippet(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "## The lock contract\n\n```go\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no Go block under \"## The lock contract\"")
+	}
+	example, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, ok := strings.Cut(string(example), "func writeInvoice(")
+	_, body, ok2 = strings.Cut(body, "{\n")
+	body, _, ok3 := strings.Cut(body, "\n}\n")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("example_test.go has no func writeInvoice")
+	}
+	var want strings.Builder
+	for line := range strings.Lines(body + "\n") {
+		want.WriteString(strings.TrimPrefix(line, "\t"))
+	}
+	if block != want.String() {
+		t.Errorf("README snippet differs from writeInvoice's body:\n--- README\n%s--- example_test.go\n%s", block, want.String())
 	}
 }

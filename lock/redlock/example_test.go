@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/redlock"
 )
 
@@ -17,7 +18,7 @@ func Example() {
 		defer c.Close()
 		clients = append(clients, c)
 	}
-	locker, err := redlock.New(clients, redlock.Options{})
+	locker, err := redlock.New(clients, lock.Options{})
 	if err != nil {
 		panic(err)
 	}

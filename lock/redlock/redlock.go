@@ -16,24 +16,32 @@ import (
 	"github.com/haita/haita/lock"
 )
 
-// Options configure [New]. The zero value selects every default.
-type Options struct {
-	// Options are the lock options every backend takes. The default TTL is
-	// 30s; waiting polls every 50ms (jittered), or sooner when the holder's
-	// lease ends sooner.
-	lock.Options
+// Option configures what [New] adds to [lock.Options] for Redlock.
+type Option func(*config)
 
-	// Prefix is prepended to every lock key to form the Redis key. The
-	// default is none, as redsync names its keys.
-	Prefix string
-
-	// InstanceTimeout bounds each instance's answer to an acquire, so
-	// that a slow minority cannot eat the lease's validity: the quorum is
-	// decided once every instance answered or timed out. Zero selects a
-	// tenth of the TTL, at least 10ms and at most 250ms. It must be below
-	// the TTL.
-	InstanceTimeout time.Duration
+type config struct {
+	prefix  string
+	timeout time.Duration
 }
+
+// WithPrefix prepends prefix to every lock key to form the Redis key. The
+// default is none, as redsync names its keys.
+func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
+
+// WithInstanceTimeout bounds each instance's answer to an acquire, so that
+// a slow minority cannot eat the lease's validity: the quorum is decided
+// once every instance answered or timed out. The default is a tenth of the
+// TTL, at least 10ms and at most 250ms. It must be positive and below the
+// TTL.
+func WithInstanceTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// Locker is a [lock.Locker] over a quorum of independent Redis masters; see
+// [New].
+type Locker struct {
+	lock.Locker
+}
+
+var _ lock.Locker = (*Locker)(nil)
 
 // DefaultTTL is the TTL of a lease when Options.TTL is zero.
 const DefaultTTL = 30 * time.Second
@@ -53,24 +61,37 @@ var (
 	refreshScript = redis.NewScript(refreshLua)
 )
 
-// New returns a [lock.Locker] over the independent Redis masters reached
-// through clients (each a *redis.Client, usually one per instance; not
-// replicas of each other). A lease needs a majority, len(clients)/2+1, of
-// them. The Locker does not close the clients. New returns an error matching
-// [lock.ErrInvalidOptions] when clients is empty or holds a nil client, or
+// New returns a Locker over the independent Redis masters reached through
+// clients (each a *redis.Client, usually one per instance; not replicas of
+// each other). A lease needs a majority, len(clients)/2+1, of them. The
+// default TTL is [DefaultTTL]; waiting polls every 50ms (jittered), or
+// sooner when the holder's lease ends sooner. The Locker does not close the
+// clients. New returns an error matching [lock.ErrInvalidOptions] when
+// clients is empty or holds a nil client, for a nil or invalid option, or
 // for invalid opts.
-func New(clients []redis.Scripter, opts Options) (lock.Locker, error) {
+func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locker, error) {
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("%w: redlock: no clients", lock.ErrInvalidOptions)
 	}
 	if slices.Contains(clients, nil) {
 		return nil, fmt.Errorf("%w: redlock: nil client", lock.ErrInvalidOptions)
 	}
-	if opts.InstanceTimeout < 0 || (opts.InstanceTimeout > 0 && opts.TTL > 0 && opts.InstanceTimeout >= opts.TTL) {
-		return nil, fmt.Errorf("%w: redlock: InstanceTimeout %v must be positive and below the TTL", lock.ErrInvalidOptions, opts.InstanceTimeout)
+	var cfg config
+	for _, o := range options {
+		if o == nil {
+			return nil, fmt.Errorf("%w: redlock: nil Option", lock.ErrInvalidOptions)
+		}
+		o(&cfg)
 	}
-	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: opts.Prefix, timeout: opts.InstanceTimeout}
-	return lock.New(b, opts.Options)
+	if cfg.timeout < 0 || (cfg.timeout > 0 && opts.TTL > 0 && cfg.timeout >= opts.TTL) {
+		return nil, fmt.Errorf("%w: redlock: instance timeout %v must be positive and below the TTL", lock.ErrInvalidOptions, cfg.timeout)
+	}
+	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: cfg.prefix, timeout: cfg.timeout}
+	l, err := lock.New(b, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Locker{l}, nil
 }
 
 type backend struct {
@@ -149,7 +170,10 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // granted it within the validity time, after writing the token — the
 // greatest of their counters — back to those behind it. Otherwise it
 // releases the key everywhere and reports why: a *lock.HeldError when the
-// key is held, an error naming the failures when instances did not answer.
+// key is held; an error matching lock.ErrLost when the validity time had
+// passed by the time the answers were in (whatever the instances granted
+// was worthless, and is given back); otherwise a *QuorumError naming the
+// failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
@@ -209,12 +233,18 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
 		}
 	}
+	took := time.Since(start)
 	if len(granted) > 0 || len(errs) > 0 {
 		b.releaseAll(req)
 	}
 	if why == "" && len(granted)+len(errs) < b.quorum {
 		// Held on so many instances that answering ones could not change it.
 		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: b.freeAt(pttls, len(granted)+len(errs))}
+	}
+	if took >= req.TTL-drift(req.TTL) {
+		// Granted or not, it came too late to be valid: not an unknown
+		// outcome, a lost grant, given back above.
+		return lock.Grant{}, fmt.Errorf("redlock: acquire %q: the answers took %v of the TTL %v: %w", req.Key, took.Round(time.Millisecond), req.TTL, lock.ErrLost)
 	}
 	if why == "" {
 		why = fmt.Sprintf("%d of %d instances granted, %d hold it for another owner, %d failed", len(granted), len(b.clients), len(pttls), len(errs))

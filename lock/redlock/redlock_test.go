@@ -30,7 +30,7 @@ func instances(t *testing.T, n int) ([]*testserver.RedisServer, []redis.Scripter
 	return servers, clients
 }
 
-func newLocker(t *testing.T, clients []redis.Scripter, opts redlock.Options) lock.Locker {
+func newLocker(t *testing.T, clients []redis.Scripter, opts lock.Options) lock.Locker {
 	t.Helper()
 	l, err := redlock.New(clients, opts)
 	if err != nil {
@@ -43,14 +43,14 @@ func newLocker(t *testing.T, clients []redis.Scripter, opts redlock.Options) loc
 func TestConformance(t *testing.T) {
 	_, clients := instances(t, 5)
 	locktest.Run(t, locktest.Config{New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-		return redlock.New(clients, redlock.Options{Options: opts})
+		return redlock.New(clients, opts)
 	}})
 }
 
 func TestConformanceThree(t *testing.T) {
 	_, clients := instances(t, 3)
 	locktest.Run(t, locktest.Config{New: func(t testing.TB, opts lock.Options) (lock.Locker, error) {
-		return redlock.New(clients, redlock.Options{Options: opts})
+		return redlock.New(clients, opts)
 	}})
 }
 
@@ -61,7 +61,7 @@ func TestConformanceThree(t *testing.T) {
 // leases are granted again with greater tokens.
 func TestInstancesDownAndBack(t *testing.T) {
 	servers, clients := instances(t, 5)
-	l := newLocker(t, clients, redlock.Options{Options: lock.Options{TTL: 2 * time.Second}})
+	l := newLocker(t, clients, lock.Options{TTL: 2 * time.Second})
 	ctx := t.Context()
 	var last lock.Token
 	take := func(step string) {
@@ -135,7 +135,7 @@ func TestInstancesDownAndBack(t *testing.T) {
 // a haita acquire must fail as held and leave nothing on the other two.
 func TestHeldByMajority(t *testing.T) {
 	_, clients := instances(t, 5)
-	l := newLocker(t, clients, redlock.Options{})
+	l := newLocker(t, clients, lock.Options{})
 	ctx := t.Context()
 	for i := range 3 {
 		if !clients[i].(*redis.Client).SetNX(ctx, "majority", "other", 5*time.Second).Val() {
@@ -177,7 +177,7 @@ func TestSlowInstance(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		fast[i] = c
 	}
-	l := newLocker(t, fast, redlock.Options{Options: lock.Options{TTL: 5 * time.Second}})
+	l := newLocker(t, fast, lock.Options{TTL: 5 * time.Second})
 	servers[2].Pause()
 	defer servers[2].Resume()
 	start := time.Now()
@@ -201,7 +201,7 @@ func TestNew(t *testing.T) {
 		"nil":  {nil},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := redlock.New(clients, redlock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
+			if _, err := redlock.New(clients, lock.Options{}); !errors.Is(err, lock.ErrInvalidOptions) {
 				t.Fatalf("New = %v", err)
 			}
 		})
