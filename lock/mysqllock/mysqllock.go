@@ -491,7 +491,8 @@ func (b *backend) Close() error {
 // Subscribe registers a waiter of this Locker for key: a release by this
 // Locker wakes it at once. Releases by other processes are found by the
 // poll.
-func (b *backend) Subscribe(ctx context.Context, key string) (lock.Subscription, error) {
+func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+	key := req.Key
 	s := &subscription{b: b, key: key, c: make(chan struct{}, 1)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
