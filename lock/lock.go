@@ -30,6 +30,11 @@ type Locker interface {
 	// Capabilities reports what the backend offers.
 	Capabilities() Capabilities
 
+	// Holder reads who holds key now, without waiting or taking a place in
+	// line. It returns an error matching [ErrNoHolder] when key is free,
+	// and [ErrUnsupported] when the backend cannot tell.
+	Holder(ctx context.Context, key string) (HolderInfo, error)
+
 	// Close stops the Locker's background work and waits for it. Waiting
 	// Acquire calls return [ErrClosed]; leases already granted still
 	// Release. Close is idempotent.

@@ -93,6 +93,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("BadOptions", s.testBadOptions)
 	t.Run("LeaseContext", s.testLeaseContext)
 	t.Run("Close", s.testClose)
+	t.Run("Holder", s.testHolder)
 	if caps.TTL {
 		t.Run("Expiry", s.testExpiry)
 		t.Run("Refresh", s.testRefresh)

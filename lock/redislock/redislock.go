@@ -99,11 +99,11 @@ func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Close() error { return b.hub.close() }
 
-// keys returns the Redis key of a lock key and the fencing counter in its
-// hash slot.
+// keys returns the Redis key of a lock key, the fencing counter in its
+// hash slot and the key's holder record (see holder.go).
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), holderKey(k, b.prefix)}
 }
 
 func channel(redisKey string) string { return "haita:released:" + redisKey }
@@ -118,7 +118,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	case queued:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
 	}
-	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
+	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL), req.Holder).Int64()
 	switch {
 	case err != nil:
 		return lock.Grant{}, err
@@ -133,7 +133,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 }
 
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
-	n, err := refreshScript.Run(ctx, b.c, b.keys(req.Key)[:1], req.Owner.String(), ms(req.TTL)).Int64()
+	n, err := refreshScript.Run(ctx, b.c, refreshKeys(b.keys(req.Key)), req.Owner.String(), ms(req.TTL)).Int64()
 	switch {
 	case err != nil:
 		return err
@@ -148,12 +148,12 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	redisKey := b.prefix + req.Key
 	next, nextReq := b.hub.pickHandoff(redisKey)
-	nextOwner, nextTTL := "", "0"
+	nextOwner, nextTTL, nextHolder := "", "0", ""
 	if next != nil {
-		nextOwner, nextTTL = nextReq.Owner.String(), ms(nextReq.TTL)
+		nextOwner, nextTTL, nextHolder = nextReq.Owner.String(), ms(nextReq.TTL), nextReq.Holder
 	}
 	sent := time.Now()
-	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL).Int64()
+	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL, nextHolder).Int64()
 	if next == nil {
 		switch {
 		case err != nil:
