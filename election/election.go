@@ -139,18 +139,34 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // vacancy (nobody leads) is reported as the zero Leader. Calls to f are
 // sequential, on the calling goroutine, and their terms never decrease.
 //
-// Observe reads the leader every Options.PollInterval: a leader whose
-// whole term falls between two reads is not reported. Reads that fail are
-// retried at the next interval.
+// Observe reads the leader when the engine notifies a change (etcd, whose
+// watch reports every change of the election's key; after a vacancy it
+// reads again within milliseconds until a new leader shows) and otherwise
+// every Options.PollInterval (the other engines: their release
+// notifications wake lock waiters, not readers). A leader whose whole term falls between two reads
+// is not reported. Reads that fail are retried at the next interval.
 func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
+	var wake <-chan struct{}
+	if w, ok := e.l.(holderWatcher); ok {
+		if sub, err := w.WatchHolder(ctx, e.name); err == nil {
+			defer sub.Close()
+			wake = sub.C()
+		}
+	}
 	var last, newest lock.Token // last reported (0: vacancy), greatest seen
 	first := true
+	soon := time.Duration(0) // after a notification: read again soon while vacant
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
+		case _, ok := <-wake:
+			if !ok {
+				wake = nil // the subscription broke: polling takes over
+			}
+			soon = time.Millisecond
 		case <-t.C:
 		}
 		cur, err := e.Leader(ctx)
@@ -166,8 +182,26 @@ func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
 			// A term older than the newest is a late read: skipped.
 			first = false
 		}
-		t.Reset(e.poll)
+		next := e.poll
+		if cur.Term == 0 && soon > 0 {
+			next, soon = min(soon, e.poll), soon*2
+		} else {
+			soon = 0
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
 	}
+}
+
+// holderWatcher is what Lockers built by lock.New offer beside the Locker
+// interface: notifications of a key's changes of holder.
+type holderWatcher interface {
+	WatchHolder(ctx context.Context, key string) (lock.Subscription, error)
 }
 
 // Leadership is this candidate's term as leader, from a successful

@@ -186,3 +186,33 @@ func TestNewBadOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveByNotification observes an election on etcd with a poll
+// interval of an hour: every change still arrives, woken by etcd's watch.
+func TestObserveByNotification(t *testing.T) {
+	forEach(t, func(e engine) bool { return e.name == "etcdlock" }, func(t *testing.T, eng engine, nl newLocker) {
+		name := "election/" + t.Name()
+		eo, err := election.New(nl(t, "observer"), name, election.Options{PollInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := observe(t, eo)
+		if l := <-o.c; l.Term != 0 {
+			t.Fatalf("first report %+v, want a vacancy", l)
+		}
+		e := newElection(t, nl(t, "a"), name)
+		for range 3 {
+			ld, err := e.Campaign(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.next(t); got.Term != ld.Term() || got.Value != "a" {
+				t.Fatalf("observed %+v, want term %d", got, ld.Term())
+			}
+			if err := ld.Resign(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o.stop()
+	})
+}

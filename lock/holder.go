@@ -82,3 +82,36 @@ func (l *locker) Holder(ctx context.Context, key string) (HolderInfo, error) {
 	}
 	return HolderInfo{}, fmt.Errorf("lock: holder of %q: %w", key, err)
 }
+
+// HolderNotifier is implemented by backends that can tell a reader that a
+// key's holder may have changed (released, expired or taken by another).
+// SubscribeHolder must be in effect when it returns, like
+// [Notifier.Subscribe]; it takes no place in line and must not change how
+// the key is granted or whom a release wakes. (A Notifier's subscription
+// is a waiter's: it may take part in the backend's queue and handoff, so
+// it does not serve readers.)
+type HolderNotifier interface {
+	SubscribeHolder(ctx context.Context, key string) (Subscription, error)
+}
+
+// WatchHolder returns a subscription whose channel receives a value when
+// key's holder may have changed, by the engine's notification, where the
+// backend implements [HolderNotifier] (etcd). Read the holder with Holder
+// after each value. It returns an error matching [ErrUnsupported] when the
+// backend has no such notification: poll Holder instead. The caller must
+// Close the subscription.
+//
+// WatchHolder is not part of the [Locker] interface; Lockers built by
+// [New] have it, and callers find it with a type assertion.
+func (l *locker) WatchHolder(ctx context.Context, key string) (Subscription, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if l.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if b, ok := l.b.(HolderNotifier); ok {
+		return b.SubscribeHolder(ctx, key)
+	}
+	return nil, fmt.Errorf("lock: watch holder of %q on %s: %w", key, l.caps.Name, ErrUnsupported)
+}

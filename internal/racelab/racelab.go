@@ -195,6 +195,7 @@ func Scenarios() []*Scenario {
 		editScenario(),
 		cronScenario(),
 		pauseScenario(),
+		leadersScenario(),
 	}
 }
 
