@@ -23,6 +23,16 @@
 // fallback, wait limits, the local expiry deadline, auto-refresh, cleanup of
 // indeterminate outcomes and [Metrics].
 //
+// # Reading a key's holder
+//
+// [Locker.Holder] reads who holds a key now — the holder's name
+// (Options.Holder), its token and the engine's expiry — without taking a
+// place in line, through the optional [HolderReader] a backend implements
+// (every backend of haita does). Where the backend implements
+// [HolderNotifier] (etcd), a Locker built by New also offers WatchHolder,
+// which wakes a reader on every change of holder. Leader election
+// (package election) and inspection tools are built on them.
+//
 // # Honest limits
 //
 // A lease is a promise with an end date, not a guarantee that nobody else
@@ -53,4 +63,6 @@
 //	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)
 //	ErrInvalidOptions an option out of range, named in the message
 //	ErrClosed        the Locker was closed
+//	ErrNoHolder      Holder found the key free
+//	ErrUnsupported   the backend cannot read holders (or notify their changes)
 package lock

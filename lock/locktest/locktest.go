@@ -6,7 +6,8 @@
 // cross-process backends, with 4 OS processes incrementing a counter kept in
 // a file; strictly increasing fencing tokens; expiry, refresh and
 // auto-refresh; ownership; prompt wake-up, cancellation and wait limits;
-// and clear errors for bad keys and options.
+// reading a key's holder (Locker.Holder); and clear errors for bad keys and
+// options.
 //
 // The multi-process test re-executes the test binary, running the same
 // top-level test function with environment variables that make Run do a
