@@ -208,7 +208,10 @@ func openStore(t testing.TB) *sql.DB {
 // TestPausedLeader stops a leading process with SIGSTOP past its TTL: another
 // candidate leads with a greater term and writes with it; the stopped
 // leader, resumed, finds its leadership ended (Done closed, context
-// cancelled) and its write with the old term refused by the fence.
+// cancelled) and its write with the old term refused by the fence. It runs
+// on the engines with a TTL and more than one process: a memlock election
+// lives in one process, and a filelock leader keeps leading while stopped
+// (flock has no TTL: the OS frees the lock only when the process dies).
 func TestPausedLeader(t *testing.T) {
 	forEach(t, func(e engine) bool { return e.ttl > 0 && e.procs }, func(t *testing.T, eng engine, nl newLocker) {
 		name := "election/" + t.Name()
