@@ -139,11 +139,12 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // vacancy (nobody leads) is reported as the zero Leader. Calls to f are
 // sequential, on the calling goroutine, and their terms never decrease.
 //
-// Observe reads the leader when the engine notifies a change (etcd, whose
-// watch reports every change of the election's key; after a vacancy it
-// reads again within milliseconds until a new leader shows) and otherwise
-// every Options.PollInterval (the other engines: their release
-// notifications wake lock waiters, not readers). A leader whose whole term falls between two reads
+// Observe reads the leader when the engine notifies a change — etcd's
+// watch reports every change of the election's key; Redis pub/sub and
+// PostgreSQL NOTIFY report a leader's resignation, after which Observe
+// reads again within milliseconds until the next leader shows — and
+// otherwise every Options.PollInterval (memlock, filelock and Redlock have
+// no notification for readers; a leader's expiry is noticed by polling). A leader whose whole term falls between two reads
 // is not reported. Reads that fail are retried at the next interval.
 func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
 	var wake <-chan struct{}

@@ -187,32 +187,46 @@ func TestNewBadOptions(t *testing.T) {
 	}
 }
 
-// TestObserveByNotification observes an election on etcd with a poll
-// interval of an hour: every change still arrives, woken by etcd's watch.
+// TestObserveByNotification observes elections with a poll interval of an
+// hour: every handover after a Resign still arrives, woken by the engine's
+// notification (etcd watch, Redis pub/sub, PostgreSQL NOTIFY).
 func TestObserveByNotification(t *testing.T) {
-	forEach(t, func(e engine) bool { return e.name == "etcdlock" }, func(t *testing.T, eng engine, nl newLocker) {
+	notifying := func(e engine) bool { return e.name == "etcdlock" || e.name == "redis" || e.name == "pglock" }
+	forEach(t, notifying, func(t *testing.T, eng engine, nl newLocker) {
 		name := "election/" + t.Name()
+		cands := []*election.Election{newElection(t, nl(t, "a"), name), newElection(t, nl(t, "b"), name)}
+		ld, err := cands[0].Campaign(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
 		eo, err := election.New(nl(t, "observer"), name, election.Options{PollInterval: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
 		o := observe(t, eo)
-		if l := <-o.c; l.Term != 0 {
-			t.Fatalf("first report %+v, want a vacancy", l)
+		if got := o.next(t); got.Term != ld.Term() {
+			t.Fatalf("first report %+v, want term %d", got, ld.Term())
 		}
-		e := newElection(t, nl(t, "a"), name)
-		for range 3 {
-			ld, err := e.Campaign(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := o.next(t); got.Term != ld.Term() || got.Value != "a" {
-				t.Fatalf("observed %+v, want term %d", got, ld.Term())
-			}
+		for i := 1; i <= 4; i++ {
+			got := make(chan *election.Leadership, 1)
+			go func() {
+				next, err := cands[i%2].Campaign(t.Context())
+				if err != nil {
+					t.Error(err)
+				}
+				got <- next
+			}()
 			if err := ld.Resign(t.Context()); err != nil {
 				t.Fatal(err)
 			}
+			if ld = <-got; ld == nil {
+				return
+			}
+			if l := o.next(t); l.Term != ld.Term() {
+				t.Fatalf("observed %+v, want term %d", l, ld.Term())
+			}
 		}
+		_ = ld.Resign(t.Context())
 		o.stop()
 	})
 }

@@ -96,7 +96,9 @@ type HolderNotifier interface {
 
 // WatchHolder returns a subscription whose channel receives a value when
 // key's holder may have changed, by the engine's notification, where the
-// backend implements [HolderNotifier] (etcd). Read the holder with Holder
+// backend implements [HolderNotifier]: etcd reports every change; Redis
+// and PostgreSQL report releases that free the key, so a reader finds the
+// next holder by reading again shortly after. Read the holder with Holder
 // after each value. It returns an error matching [ErrUnsupported] when the
 // backend has no such notification: poll Holder instead. The caller must
 // Close the subscription.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -76,4 +77,51 @@ func parseHolder(key string, res []any, sent time.Time) (lock.HolderInfo, error)
 		info.Token, info.Holder = lock.Token(tok), parts[2]
 	}
 	return info, nil
+}
+
+var _ lock.HolderNotifier = (*backend)(nil)
+
+// SubscribeHolder implements lock.HolderNotifier on a pub/sub connection
+// of its own, subscribed to the channel a release publishes on (the
+// Locker's shared connection serves waiters, and a reader must not take a
+// waiter's place). A release by haita, and only that, wakes the reader: a
+// new holder, a handoff within one Locker and an expiry publish nothing.
+// The subscription is confirmed by Redis before it returns.
+func (b *backend) SubscribeHolder(ctx context.Context, key string) (lock.Subscription, error) {
+	ps := b.c.Subscribe(ctx, channel(b.prefix+key))
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("redislock: subscribe %q: %w", key, err)
+	}
+	s := &psSub{c: make(chan struct{}, 1), ps: ps, done: make(chan struct{})}
+	msgs := ps.Channel()
+	go func() {
+		defer close(s.done)
+		defer close(s.c)
+		for range msgs {
+			select {
+			case s.c <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return s, nil
+}
+
+// psSub is a Subscription on a pub/sub connection of its own.
+type psSub struct {
+	c    chan struct{}
+	ps   *redis.PubSub
+	done chan struct{}
+	once sync.Once
+}
+
+func (s *psSub) C() <-chan struct{} { return s.c }
+
+// Close closes the connection and waits for the forwarding goroutine.
+func (s *psSub) Close() {
+	s.once.Do(func() {
+		_ = s.ps.Close()
+		<-s.done
+	})
 }
