@@ -145,8 +145,12 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // reads again within milliseconds until the next leader shows — and
 // otherwise every Options.PollInterval (memlock, filelock and Redlock have
 // no notification for readers; a leader's expiry is noticed by polling). A leader whose whole term falls between two reads
-// is not reported. Reads that fail are retried at the next interval.
+// is not reported. Reads that fail are retried at the next interval. A nil
+// f is an error matching [lock.ErrInvalidOptions].
 func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
+	if f == nil {
+		return fmt.Errorf("%w: election: Observe needs a function", lock.ErrInvalidOptions)
+	}
 	var wake <-chan struct{}
 	if w, ok := e.l.(holderWatcher); ok {
 		if sub, err := w.WatchHolder(ctx, e.name); err == nil {

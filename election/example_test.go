@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
 
 	"github.com/haita/haita/election"
 	"github.com/haita/haita/lock"
@@ -60,5 +64,47 @@ func Example() {
 	// leader: api-1 term 1
 	// leader: api-2 term 2 greater: true
 	// true
+	// true
+}
+
+// An Elector makes gocron schedulers on several nodes run their jobs on
+// the leader only. Here one node, on memlock; with pglock, redislock or
+// etcdlock the schedulers may run in different processes.
+func ExampleElector() {
+	ctx, stop := context.WithCancel(context.Background())
+	l, err := memlock.New(lock.Options{Holder: "node-1"})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	e, err := election.New(l, "reports", election.Options{})
+	if err != nil {
+		panic(err)
+	}
+	el := election.NewElector(e)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = el.Run(ctx) }) // campaigns until ctx ends, then resigns
+	for el.IsLeader(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
+
+	s, err := gocron.NewScheduler(gocron.WithDistributedElector(el))
+	if err != nil {
+		panic(err)
+	}
+	ran := make(chan struct{})
+	if _, err := s.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartImmediately()),
+		gocron.NewTask(func() { close(ran) })); err != nil {
+		panic(err)
+	}
+	s.Start()
+	<-ran
+	fmt.Println("the job ran on the leader, term", el.Leadership().Term())
+	_ = s.Shutdown()
+	stop()
+	wg.Wait()
+	fmt.Println(errors.Is(el.IsLeader(context.Background()), election.ErrNotLeader))
+	// Output:
+	// the job ran on the leader, term 1
 	// true
 }

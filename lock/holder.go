@@ -76,7 +76,7 @@ func (l *locker) Holder(ctx context.Context, key string) (HolderInfo, error) {
 		info.Key = key
 		return info, nil
 	case errors.Is(err, ErrNoHolder):
-		return HolderInfo{}, err
+		return HolderInfo{}, fmt.Errorf("lock: holder of %q: %w", key, ErrNoHolder)
 	case ctx.Err() != nil:
 		return HolderInfo{}, fmt.Errorf("lock: holder of %q: %w", key, ctx.Err())
 	}
