@@ -230,3 +230,36 @@ func TestObserveByNotification(t *testing.T) {
 		o.stop()
 	})
 }
+
+// TestCancelledCampaignLeavesNothing: a Campaign whose context ends while
+// it waits leaves nothing behind in the engine (etcd's Election has left
+// its key after a failed Campaign, etcd issue 21128): once the leader
+// resigns nobody leads (a leftover key or grant would show as the leader),
+// and the next candidate leads.
+func TestCancelledCampaignLeavesNothing(t *testing.T) {
+	forEach(t, nil, func(t *testing.T, eng engine, nl newLocker) {
+		name := "election/" + t.Name()
+		ea, eb, ec := newElection(t, nl(t, "a"), name), newElection(t, nl(t, "b"), name), newElection(t, nl(t, "c"), name)
+		lda, err := ea.Campaign(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		_, err = eb.Campaign(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Campaign while a leads = %v, want context.DeadlineExceeded", err)
+		}
+		if err := lda.Resign(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := ec.Leader(t.Context()); !errors.Is(err, election.ErrNoLeader) {
+			t.Fatalf("Leader after the only leader resigned = %+v, %v; want ErrNoLeader", l, err)
+		}
+		ldc, err := ec.Campaign(t.Context())
+		if err != nil {
+			t.Fatalf("c's Campaign after a resigned: %v", err)
+		}
+		_ = ldc.Resign(t.Context())
+	})
+}
