@@ -152,11 +152,9 @@ func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
 		return fmt.Errorf("%w: election: Observe needs a function", lock.ErrInvalidOptions)
 	}
 	var wake <-chan struct{}
-	if w, ok := e.l.(holderWatcher); ok {
-		if sub, err := w.WatchHolder(ctx, e.name); err == nil {
-			defer sub.Close()
-			wake = sub.C()
-		}
+	if sub, err := e.l.WatchHolder(ctx, e.name); err == nil {
+		defer sub.Close()
+		wake = sub.C()
 	}
 	var last, newest lock.Token // last reported (0: vacancy), greatest seen
 	first := true
@@ -201,12 +199,6 @@ func (e *Election) Observe(ctx context.Context, f func(Leader)) error {
 		}
 		t.Reset(next)
 	}
-}
-
-// holderWatcher is what Lockers built by lock.New offer beside the Locker
-// interface: notifications of a key's changes of holder.
-type holderWatcher interface {
-	WatchHolder(ctx context.Context, key string) (lock.Subscription, error)
 }
 
 // Leadership is this candidate's term as leader, from a successful

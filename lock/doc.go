@@ -29,9 +29,8 @@
 // (Options.Holder), its token and the engine's expiry — without taking a
 // place in line, through the optional [HolderReader] a backend implements
 // (every backend of haita does). Where the backend implements
-// [HolderNotifier] (etcd; Redis and PostgreSQL for releases), a Locker
-// built by New also offers WatchHolder, which wakes a reader when the
-// holder may have changed. Leader election
+// [HolderNotifier] (etcd; Redis and PostgreSQL for releases),
+// [Locker.WatchHolder] wakes a reader when the holder may have changed. Leader election
 // (package election) and inspection tools are built on them.
 //
 // # Honest limits

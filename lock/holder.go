@@ -102,9 +102,6 @@ type HolderNotifier interface {
 // after each value. It returns an error matching [ErrUnsupported] when the
 // backend has no such notification: poll Holder instead. The caller must
 // Close the subscription.
-//
-// WatchHolder is not part of the [Locker] interface; Lockers built by
-// [New] have it, and callers find it with a type assertion.
 func (l *locker) WatchHolder(ctx context.Context, key string) (Subscription, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err

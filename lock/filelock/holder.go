@@ -86,3 +86,9 @@ func (b *backend) readRecord(key string, fd int) (lock.HolderInfo, error) {
 	}
 	return lock.HolderInfo{Key: key, Holder: r.holder, Token: lock.Token(r.token)}, nil
 }
+
+// WatchHolder returns an error matching lock.ErrUnsupported: flock(2) has
+// no notification; poll Holder.
+func (l *Locker) WatchHolder(ctx context.Context, key string) (lock.Subscription, error) {
+	return l.core.WatchHolder(ctx, key)
+}

@@ -12,7 +12,8 @@ import (
 // name, token and expiry while held, read by its own Locker and another;
 // the next holder's greater token, also after a handoff inside one Locker;
 // no holder after release and, for TTL backends, after the engine expired
-// the lease; clear errors for bad keys and after Close.
+// the lease; a WatchHolder subscription woken by the release, where the
+// backend has one; clear errors for bad keys and after Close.
 func (s *suite) testHolder(t *testing.T) {
 	opts := s.ttlOpts()
 	opts.Holder = "alpha"
@@ -24,6 +25,16 @@ func (s *suite) testHolder(t *testing.T) {
 		t.Skipf("backend %s cannot read holders: %v", s.caps.Name, err)
 	} else if !errors.Is(err, lock.ErrNoHolder) {
 		t.Fatalf("Holder of a free key = %v, want ErrNoHolder", err)
+	}
+
+	sub, err := b.WatchHolder(t.Context(), key)
+	switch {
+	case errors.Is(err, lock.ErrUnsupported):
+		sub = nil // polling only
+	case err != nil:
+		t.Fatalf("WatchHolder: %v", err)
+	default:
+		defer sub.Close()
 	}
 
 	le, err := a.Acquire(t.Context(), key)
@@ -81,9 +92,21 @@ func (s *suite) testHolder(t *testing.T) {
 	case info.Holder != "alpha":
 		t.Errorf("Holder = %q after the key passed to a waiter of the same Locker, want %q", info.Holder, "alpha")
 	}
+	if sub != nil {
+		drain(sub)
+	}
 	release(t, w)
 	if _, err := b.Holder(t.Context(), key); !errors.Is(err, lock.ErrNoHolder) {
 		t.Errorf("Holder after Release = %v, want ErrNoHolder", err)
+	}
+	if sub != nil {
+		// A release that frees the key reaches every watcher.
+		select {
+		case <-sub.C():
+		case <-time.After(30 * time.Second):
+			t.Error("WatchHolder's subscription was not woken by a release within 30s")
+		}
+		sub.Close()
 	}
 
 	le, err = b.Acquire(t.Context(), key)
@@ -117,5 +140,16 @@ func (s *suite) testHolder(t *testing.T) {
 	_ = b.Close()
 	if _, err := b.Holder(t.Context(), key); !errors.Is(err, lock.ErrClosed) {
 		t.Errorf("Holder after Close = %v, want ErrClosed", err)
+	}
+}
+
+// drain empties a subscription's channel of earlier wake-ups.
+func drain(sub lock.Subscription) {
+	for {
+		select {
+		case <-sub.C():
+		default:
+			return
+		}
 	}
 }

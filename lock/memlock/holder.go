@@ -34,3 +34,13 @@ func (b *backend) ReadHolder(_ context.Context, key string) (lock.HolderInfo, er
 	}
 	return lock.HolderInfo{Key: key, Holder: e.holder, Token: e.token, ExpiresAt: e.expires}, nil
 }
+
+// WatchHolder returns an error matching lock.ErrUnsupported: memlock has
+// no notification for readers; poll Holder, which costs a map lookup.
+func (l *Locker) WatchHolder(ctx context.Context, key string) (lock.Subscription, error) {
+	l.init()
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l.core.WatchHolder(ctx, key)
+}
