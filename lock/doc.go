@@ -47,6 +47,16 @@
 // [WaitQueue], which serves them in order and hands a key released by the
 // same Locker straight to the next of them.
 //
+// # Reading a key's holder
+//
+// [Locker.Holder] reads who holds a key now — the holder's name
+// (Options.Holder), its token and the engine's expiry — without taking a
+// place in line, through the optional [HolderReader] a backend implements
+// (every backend of haita does). Where the backend implements
+// [HolderNotifier] (etcd; Redis and PostgreSQL for releases),
+// [Locker.WatchHolder] wakes a reader when the holder may have changed. Leader election
+// (package election) and inspection tools are built on them.
+//
 // # Honest limits
 //
 // A lease is a promise with an end date, not a guarantee that nobody else
@@ -78,4 +88,6 @@
 //	ErrInvalidKey    an empty, too long or malformed key (*KeyError says why)
 //	ErrInvalidOptions an option out of range, named in the message
 //	ErrClosed        the Locker was closed
+//	ErrNoHolder      Holder found the key free
+//	ErrUnsupported   the backend cannot read holders (or notify their changes)
 package lock

@@ -36,6 +36,17 @@ type Locker interface {
 	// tests, which wait for it instead of sleeping, and for inspection.
 	Waiting(key string) int
 
+	// Holder reads who holds key now, without waiting or taking a place in
+	// line. It returns an error matching [ErrNoHolder] when key is free,
+	// and [ErrUnsupported] when the backend cannot tell.
+	Holder(ctx context.Context, key string) (HolderInfo, error)
+
+	// WatchHolder returns a subscription that is woken when key's holder
+	// may have changed, by the engine's notification; it returns an error
+	// matching [ErrUnsupported] when the backend has none (then poll
+	// Holder). The caller must Close the subscription.
+	WatchHolder(ctx context.Context, key string) (Subscription, error)
+
 	// Close stops the Locker's background work and waits for it. Waiting
 	// Acquire calls return [ErrClosed]; leases already granted still
 	// Release. Close is idempotent.

@@ -32,6 +32,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	seed := fs.Bool("seed", true, "insert demo users and documents into a database without users")
 	idle := fs.Duration("checkout-idle", 2*time.Minute, "a checkout ends this long after its last heartbeat")
 	maxAge := fs.Duration("checkout-max-age", 10*time.Minute, "a checkout ends this long after it was taken, at the latest")
+	hk := housekeepingFlags(fs)
 	if err := parseFlags(fs, args, 0, stdout); err != nil {
 		return err
 	}
@@ -48,12 +49,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer app.Close()
+	handler, stopHousekeeping, err := hk.start(ctx, app, db, dialect, *dsn, log)
+	if err != nil {
+		return err
+	}
+	defer stopHousekeeping()
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	srv.RegisterOnShutdown(app.CloseStreams)
 
 	url := "http://" + ln.Addr().String()

@@ -197,6 +197,7 @@ func Scenarios() []*Scenario {
 		cronScenario(),
 		pauseScenario(),
 		retryScenario(),
+		leadersScenario(),
 	}
 }
 

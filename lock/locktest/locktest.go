@@ -6,7 +6,8 @@
 // cross-process backends, with 4 OS processes incrementing a counter kept in
 // a file; strictly increasing fencing tokens; expiry, refresh and
 // auto-refresh; ownership; prompt wake-up, cancellation and wait limits;
-// and clear errors for bad keys and options.
+// reading a key's holder (Locker.Holder); and clear errors for bad keys and
+// options.
 //
 // Where a test needs a waiter to be waiting before it acts, it waits for
 // [lock.Locker.Waiting] to say so ([WaitUntilWaiting]) instead of sleeping,
@@ -98,6 +99,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("BadOptions", s.testBadOptions)
 	t.Run("LeaseContext", s.testLeaseContext)
 	t.Run("Close", s.testClose)
+	t.Run("Holder", s.testHolder)
 	if caps.TTL {
 		t.Run("Expiry", s.testExpiry)
 		t.Run("Refresh", s.testRefresh)

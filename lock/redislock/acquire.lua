@@ -1,10 +1,14 @@
 -- Takes KEYS[1] for owner ARGV[1] with a TTL of ARGV[2] milliseconds, the
 -- way every Redis lock client does (SET NX PX), and on success increments the
--- fencing counter KEYS[2], which lives in the same hash slot.
+-- fencing counter KEYS[2], which lives in the same hash slot, and writes the
+-- holder record KEYS[3] ("owner token holder", holder ARGV[3]) with the same
+-- TTL, for readers of the key's holder.
 -- Returns the new token (>= 1); when the key is held, -1 if it has no expiry,
 -- otherwise -2 - its remaining milliseconds.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return redis.call('INCR', KEYS[2])
+	local token = redis.call('INCR', KEYS[2])
+	redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. token .. ' ' .. ARGV[3], 'PX', ARGV[2])
+	return token
 end
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then

@@ -45,6 +45,8 @@
 // second holder in (Capabilities.FailoverSafe is false), and a restarted
 // server without an append-only file forgets its fencing counters. Use
 // lock/redlock or lock/etcdlock where that matters, and guard writes with
-// the fencing token. lock.Options.Holder is not stored: the key must hold the
-// owner value alone.
+// the fencing token. The key holds the owner value alone; the holder's
+// name (Options.Holder) and token are kept beside it in a holder record,
+// "{slot}:haita:holder:<key>", which lives exactly as long as the lease and
+// lets [lock.Locker.Holder] say who holds a key.
 package redislock

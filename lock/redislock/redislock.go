@@ -116,11 +116,11 @@ func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Close() error { return b.hub.close() }
 
-// keys returns the Redis key of a lock key and the fencing counter in its
-// hash slot.
+// keys returns the Redis key of a lock key, the fencing counter in its
+// hash slot and the key's holder record (see holder.go).
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), holderKey(k, b.prefix)}
 }
 
 func channel(redisKey string) string { return "haita:released:" + redisKey }
@@ -134,7 +134,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	case lock.Queued:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
 	}
-	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
+	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL), req.Holder).Int64()
 	switch {
 	case err != nil:
 		return lock.Grant{}, err
@@ -150,7 +150,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 }
 
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
-	n, err := refreshScript.Run(ctx, b.c, b.keys(req.Key)[:1], req.Owner.String(), ms(req.TTL)).Int64()
+	n, err := refreshScript.Run(ctx, b.c, refreshKeys(b.keys(req.Key)), req.Owner.String(), ms(req.TTL)).Int64()
 	switch {
 	case err != nil:
 		return err
@@ -166,12 +166,12 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	redisKey := b.prefix + req.Key
 	h := b.q.Handoff(req)
-	nextOwner, nextTTL := "", "0"
+	nextOwner, nextTTL, nextHolder := "", "0", ""
 	if h != nil {
-		nextOwner, nextTTL = h.To.Owner.String(), ms(h.To.TTL)
+		nextOwner, nextTTL, nextHolder = h.To.Owner.String(), ms(h.To.TTL), h.To.Holder
 	}
 	sent := time.Now()
-	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL).Int64()
+	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL, nextHolder).Int64()
 	if h == nil {
 		switch {
 		case err != nil:

@@ -129,7 +129,7 @@ func (b *backend) Close() error              { return nil }
 
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), holderKey(k, b.prefix)}
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
@@ -180,7 +180,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
 		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 		defer cancel()
-		return acquireScript.Run(actx, c, keys, owner, ttl).Int64()
+		return acquireScript.Run(actx, c, keys, owner, ttl, req.Holder).Int64()
 	})
 	var granted []int
 	var token int64
@@ -214,7 +214,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 			for j, r := range b.fanOut(behind, func(c redis.Scripter) (int64, error) {
 				actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 				defer cancel()
-				return raiseScript.Run(actx, c, keys[1:], token).Int64()
+				return raiseScript.Run(actx, c, keys[1:2], token).Int64()
 			}) {
 				if r.err == nil && r.n >= token {
 					ok++
@@ -311,7 +311,8 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 // Refresh extends the lease on every instance the owner holds it on; it
 // succeeds when a majority extended it.
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
-	keys, owner, ttl := b.keys(req.Key)[:1], req.Owner.String(), ms(req.TTL)
+	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	keys = []string{keys[0], keys[2]} // the key and its holder record
 	var extended, notHeld int
 	var errs []error
 	for i, r := range b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
@@ -339,7 +340,7 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 // instances, and why. A Locker wraps it in a *lock.IndeterminateError (it
 // matches lock.ErrIndeterminate); errors.As finds it there.
 type QuorumError struct {
-	Op     string // "acquire", "refresh" or "release"
+	Op     string // "acquire", "refresh", "release" or "holder"
 	Key    string
 	Reason string
 	Errs   []error // the instances' errors, if any
