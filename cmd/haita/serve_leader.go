@@ -30,9 +30,8 @@ type housekeeping struct {
 }
 
 func housekeepingFlags(fs *flag.FlagSet) housekeeping {
-	host, _ := os.Hostname()
 	return housekeeping{
-		instance: fs.String("instance", fmt.Sprintf("%s/pid %d", host, os.Getpid()), "this instance's name, shown as the housekeeping leader"),
+		instance: fs.String("instance", "", "this instance's name, shown as the housekeeping leader (default: host name/pid N)"),
 		ttl:      fs.Duration("leader-ttl", 10*time.Second, "the housekeeping leader's lease: another instance takes over this long after the leader stops"),
 		every:    fs.Duration("housekeeping-every", 30*time.Second, "how often the leader sweeps expired checkouts and sign-ins"),
 	}
@@ -52,7 +51,8 @@ func (h housekeeping) start(ctx context.Context, app *webapp.App, db *sql.DB, di
 		return nil, nil, usageErrorf("serve", "--housekeeping-every %v must be positive", *h.every)
 	}
 	if *h.instance == "" {
-		return nil, nil, usageErrorf("serve", "--instance must not be empty")
+		host, _ := os.Hostname()
+		*h.instance = fmt.Sprintf("%s/pid %d", host, os.Getpid())
 	}
 	opts := lock.Options{TTL: *h.ttl, AutoRefresh: true, Holder: *h.instance}
 	var l lock.Locker
