@@ -204,13 +204,15 @@ func TestLeaseLost(t *testing.T) {
 // TestRefresh: a lease with a short TTL on a Locker without AutoRefresh
 // stays held through a run longer than the TTL.
 func TestRefresh(t *testing.T) {
-	l := newMem(t, lock.Options{TTL: 60 * time.Millisecond})
+	// The TTL leaves a loaded machine room to schedule the refreshes
+	// (every TTL/3); the run lasts three TTLs.
+	l := newMem(t, lock.Options{TTL: 400 * time.Millisecond})
 	r := newRunner(t, l, singleton.Options{})
 	err := r.Run(t.Context(), "long", func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
-		case <-time.After(300 * time.Millisecond):
+		case <-time.After(1200 * time.Millisecond):
 			return nil
 		}
 	})
