@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -286,6 +287,7 @@ func TestPurgeWhileServing(t *testing.T) {
 		}
 		return n
 	}
+	wait := ctxTimeout(t, time.Minute) // a bound on a failure, not a speed check
 	for i := range 2 {
 		// A key stored by a request, then past its retention.
 		r := ta.call(t, "alice", "POST", "/api/documents/contract/checkout", "", fmt.Sprintf(`Idempotency-Key: "purge-%d"`, i))
@@ -301,8 +303,8 @@ func TestPurgeWhileServing(t *testing.T) {
 		for n := int64(0); n == 0; {
 			select {
 			case n = <-events:
-			case <-t.Context().Done():
-				t.Fatal("no purge pass removed the expired key")
+			case <-wait.Done():
+				t.Fatalf("pass %d: no purge pass removed the expired key", i)
 			}
 		}
 		if n := rows(); n != 0 {
@@ -316,5 +318,59 @@ func TestPurgeWhileServing(t *testing.T) {
 	}
 	if err := goleak.Find(before); err != nil {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// TestFormsCarryKeys: every page form that posts to a route that honours
+// idempotency keys carries one, fresh on every render.
+func TestFormsCarryKeys(t *testing.T) {
+	ta := newTestApp(t, "")
+	alice, admin := ta.signIn(t, "alice"), ta.signIn(t, "admin")
+	// A conflict page: a save based on version 1 after version 2.
+	stale := alice.withCSRF(url.Values{"title": {"Price list"}, "body": {"mine"}, "version": {"1"}})
+	if r := alice.form("/docs/price-list/save", stale); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("save: %d %s", r.StatusCode, r.body)
+	}
+	conflict := alice.form("/docs/price-list/save", stale)
+	if conflict.StatusCode != http.StatusConflict {
+		t.Fatalf("stale save: %d %s", conflict.StatusCode, conflict.body)
+	}
+	ta.call(t, "alice", "POST", "/api/documents/contract/checkout", "")
+	pages := []struct {
+		name  string
+		body  []byte
+		forms int // forms posting to a route that honours keys
+	}{
+		{"index", alice.get("/").body, 1},
+		{"index again", alice.get("/").body, 1},
+		{"edit", alice.get("/docs/welcome/edit").body, 1},
+		{"edit again", alice.get("/docs/welcome/edit").body, 1},
+		{"conflict", conflict.body, 2},
+		{"view, administrator", admin.get("/docs/contract").body, 1},
+	}
+	formRE := regexp.MustCompile(`(?s)<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>`)
+	keyRE := regexp.MustCompile(`name="` + formKeyField + `" value="([^"]*)"`)
+	keyed := regexp.MustCompile(`^/docs(/[^/]+/(save|break))?$`)
+	seen := map[string]string{}
+	for _, p := range pages {
+		n := 0
+		for _, f := range formRE.FindAllStringSubmatch(string(p.body), -1) {
+			if !keyed.MatchString(f[1]) {
+				continue
+			}
+			n++
+			m := keyRE.FindStringSubmatch(f[2])
+			if m == nil || !formKeyRE.MatchString(m[1]) {
+				t.Errorf("%s: the form to %s carries no valid key: %s", p.name, f[1], f[2])
+				continue
+			}
+			if prev, ok := seen[m[1]]; ok {
+				t.Errorf("%s: the form to %s has the key of a form on %s", p.name, f[1], prev)
+			}
+			seen[m[1]] = p.name
+		}
+		if n != p.forms {
+			t.Errorf("%s: %d forms post to routes that honour keys; want %d", p.name, n, p.forms)
+		}
 	}
 }
