@@ -45,7 +45,7 @@ func (a *App) routes() (http.Handler, error) {
 	mux.HandleFunc("GET /{$}", a.page(a.handleIndex))
 	mux.HandleFunc("GET /login", a.handleLoginForm)
 	mux.HandleFunc("POST /login", a.handleLogin)
-	mux.HandleFunc("POST /logout", a.page(a.handleLogout))
+	mux.HandleFunc("POST /logout", a.signOut)
 	mux.HandleFunc("POST /docs", a.page(a.idempotent(a.handleCreateForm)))
 	mux.HandleFunc("GET /docs/{id}", a.page(a.handleView))
 	mux.HandleFunc("GET /docs/{id}/edit", a.page(a.handleEdit))

@@ -374,3 +374,28 @@ func TestFormsCarryKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestDoubleSignOut: sign-out needs no key: the second of two posts with
+// the same session cookie (a double click) gets the first's answer, the
+// sign-in page, and changes nothing.
+func TestDoubleSignOut(t *testing.T) {
+	ta := newTestApp(t, "")
+	alice := ta.signIn(t, "alice")
+	u, err := url.Parse(ta.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookies := alice.c.Jar.Cookies(u)
+	form := alice.withCSRF(url.Values{})
+	first := alice.form("/logout", form)
+	alice.c.Jar.SetCookies(u, cookies) // the second click sends the cookie again
+	second := alice.form("/logout", form)
+	for i, r := range []response{first, second} {
+		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/login" {
+			t.Fatalf("sign-out %d: %d %q %s", i+1, r.StatusCode, r.Header.Get("Location"), r.body)
+		}
+	}
+	if r := alice.get("/"); r.StatusCode != http.StatusSeeOther || !strings.HasPrefix(r.Header.Get("Location"), "/login") {
+		t.Fatalf("signed out, the index: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
+}
