@@ -37,9 +37,10 @@ func docsTitled(t *testing.T, ta *testApp, title string) int {
 	return n
 }
 
-// TestBrowserDoubleSubmit: the "New document" form carries an idempotency
-// key, so a double click on Create, and the same form posted again (three
-// times at once and once more after), create one document.
+// TestBrowserDoubleSubmit: the "New document" form and the editor carry an
+// idempotency key, so a double click on Create, and the same form posted
+// again (three times at once and once more after), create one document,
+// and the editor's form posted four times makes one version.
 func TestBrowserDoubleSubmit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test")
@@ -57,6 +58,25 @@ func TestBrowserDoubleSubmit(t *testing.T) {
 		chromedp.WaitVisible(css(`.flash.ok`)))
 	if n := docsTitled(t, ta, "Double click"); n != 1 {
 		t.Fatalf("double click created %d documents; want 1", n)
+	}
+
+	run(t, alice, "alice edits the welcome note",
+		chromedp.Navigate(base+"/docs/welcome/edit"),
+		chromedp.SetValue(css(`#editor textarea[name=body]`), "Saved once"))
+	saves := value(t, alice, "the editor is posted three times at once, then once more", chromedp.Evaluate[[]string](`(async () => {
+		const f = document.getElementById('editor');
+		const post = () => fetch(f.action, {method: 'POST', body: new URLSearchParams(new FormData(f))}).then(r => r.url);
+		const first = await Promise.all([post(), post(), post()]);
+		return [...first, await post()];
+	})()`, chromedp.EvalAwaitPromise))
+	for _, u := range saves {
+		if !strings.HasSuffix(u, "/docs/welcome?m=saved") {
+			t.Errorf("saves landed on %q; want all on the saved document's page", saves)
+			break
+		}
+	}
+	if d, err := ta.getDoc(t.Context(), ta.db, "welcome"); err != nil || d.Version != 2 || d.Body != "Saved once" {
+		t.Fatalf("after four posts of one editor form: version %d %q, %v; want version 2", d.Version, d.Body, err)
 	}
 
 	run(t, alice, "alice fills the form again",
