@@ -12,7 +12,10 @@
 //
 // It is built on the library: versioned writes from package sqlcc,
 // conditional requests from package httpcc, checkouts from package
-// checkout. All state lives in the database (SQLite, PostgreSQL or
+// checkout, Idempotency-Key on its non-idempotent POSTs from package
+// idempotency (the page forms carry a key each, so a double click or a
+// resubmitted form has one effect; docs/idempotency.md lists the routes).
+// All state lives in the database (SQLite, PostgreSQL or
 // MySQL), so several processes on one PostgreSQL or MySQL database serve
 // the same documents safely, and each sees the others' changes by polling.
 //

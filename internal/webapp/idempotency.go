@@ -14,8 +14,8 @@ import (
 	"github.com/haita/haita/idempotency"
 )
 
-// tIdempotency is the table of the idempotency keys of requests that create
-// documents.
+// tIdempotency is the table of the idempotency keys of the requests that
+// create documents, save them, take and break checkouts.
 const tIdempotency = "haita_idempotency"
 
 // formKeyField is the hidden form field that carries a page's idempotency
@@ -25,8 +25,16 @@ const formKeyField = "idempotency_key"
 
 var formKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 
+// idemState is what the App needs to honour idempotency keys: the
+// middleware for form posts (page), the one for API requests (api), and the
+// store whose expired keys [App.purgeKeys] deletes.
+type idemState struct {
+	page, api func(http.Handler) http.Handler
+	store     *idempotency.SQLStore
+}
+
 // setupIdempotency creates the idempotency table and the middleware that
-// [App.idempotent] applies.
+// [App.idempotent] and [App.idempotentAPI] apply.
 func (a *App) setupIdempotency(ctx context.Context) error {
 	store, err := idempotency.NewSQLStore(a.db, idempotency.SQLOptions{Table: tIdempotency, Dialect: a.dialect})
 	if err != nil {
@@ -39,31 +47,64 @@ func (a *App) setupIdempotency(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("webapp: %w", err)
 	}
-	a.idem, err = idempotency.Middleware(r, idempotency.HTTPOptions{
+	// Keys are scoped to the signed-in user: the middleware runs inside
+	// a.page or a.api.
+	scope := func(r *http.Request) string { p, _ := userOf(r); return p.User.Name }
+	a.idem.store = store
+	a.idem.page, err = idempotency.Middleware(r, idempotency.HTTPOptions{
 		// Form posts: a double click waits for the first click's result
 		// page instead of showing an error.
 		Wait:   true,
-		Scope:  func(r *http.Request) string { p, _ := userOf(r); return p.User.Name },
+		Scope:  scope,
 		Logger: a.log,
 	})
 	if err != nil {
 		return fmt.Errorf("webapp: %w", err)
 	}
-	// Keys are kept for a day; the ones past that are purged at every
-	// start (a long-running server would also purge periodically).
+	// API clients get 409 while the first request runs, as the draft says.
+	a.idem.api, err = idempotency.Middleware(r, idempotency.HTTPOptions{Scope: scope, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("webapp: %w", err)
+	}
+	// Keys are kept for a day. The ones past that are purged at every
+	// start, and every Options.IdempotencyPurgeEvery by purgeKeys.
 	if _, err := store.Purge(ctx); err != nil {
 		return fmt.Errorf("webapp: %w", err)
 	}
 	return nil
 }
 
+// purgeKeys deletes expired idempotency keys every
+// Options.IdempotencyPurgeEvery until ctx ends. A failed pass is logged and
+// the next one tries again.
+func (a *App) purgeKeys(ctx context.Context) {
+	t := time.NewTicker(a.opts.IdempotencyPurgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := a.idem.store.Purge(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("purging expired idempotency keys failed", "err", err)
+			}
+			continue
+		}
+		a.log.Debug("expired idempotency keys purged", "n", n)
+	}
+}
+
 // idempotent makes h honour an idempotency key: the Idempotency-Key header
-// (API clients), or the hidden form field idempotency_key that every page
-// form carries, so that a double click or a resubmitted form creates one
-// document. A request without a key runs h as before. It runs inside
-// a.page or a.api, so keys are scoped to the signed-in user.
+// (API clients), or the hidden form field idempotency_key that the page
+// forms posting to h carry, so that a double click or a resubmitted form
+// has one effect: one document, one save, one break. A request without a key runs h as before. A
+// concurrent duplicate waits for the first one's response. It runs inside
+// a.page, so keys are scoped to the signed-in user.
 func (a *App) idempotent(h http.HandlerFunc) http.HandlerFunc {
-	wrapped := a.idem(h)
+	wrapped := a.idem.page(h)
 	return func(w http.ResponseWriter, r *http.Request) {
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if r.Header.Get(idempotency.HeaderKey) == "" && mt == "application/x-www-form-urlencoded" {
@@ -89,6 +130,13 @@ func (a *App) idempotent(h http.HandlerFunc) http.HandlerFunc {
 		}
 		wrapped.ServeHTTP(w, r)
 	}
+}
+
+// idempotentAPI makes the API handler h honour the Idempotency-Key header:
+// a retry gets the first response replayed, a concurrent duplicate 409. It
+// runs inside a.api, so keys are scoped to the authenticated user.
+func (a *App) idempotentAPI(h http.HandlerFunc) http.HandlerFunc {
+	return a.idem.api(h).ServeHTTP
 }
 
 // newFormKey returns a fresh key for a form's idempotency_key field.

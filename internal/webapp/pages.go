@@ -155,6 +155,26 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// signOut serves POST /logout: handleLogout for a signed-in session. A
+// request whose session has ended already (the second click of a double
+// click on "Sign out", a resubmitted form) gets the same answer as the
+// first, the sign-in page, and changes nothing.
+func (a *App) signOut(w http.ResponseWriter, r *http.Request) {
+	if p, ok, err := a.authenticate(r); err == nil && (!ok || p.Session == nil) {
+		a.signedOut(w, r)
+		return
+	}
+	a.page(a.handleLogout)(w, r)
+}
+
+// signedOut clears the session cookie and sends the browser to the sign-in
+// page.
+func (a *App) signedOut(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: a.opts.SecureCookies,
+		SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
 // handleLogout ends the session and every checkout its user holds.
 func (a *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 	p, _ := userOf(r)
@@ -169,9 +189,7 @@ func (a *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: a.opts.SecureCookies,
-		SameSite: http.SameSiteLaxMode, MaxAge: -1})
-	http.Redirect(w, r, "/login", http.StatusSeeOther)
+	a.signedOut(w, r)
 }
 
 // docRow is a document with its checkout, for the pages.

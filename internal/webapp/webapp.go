@@ -46,6 +46,9 @@ type Options struct {
 	PollInterval time.Duration
 	// SessionTTL is how long a sign-in lasts. Zero selects 12 hours.
 	SessionTTL time.Duration
+	// IdempotencyPurgeEvery is how often expired idempotency keys (kept
+	// for a day) are deleted while the App runs. Zero selects one hour.
+	IdempotencyPurgeEvery time.Duration
 	// SecureCookies marks the session cookie Secure; set it when the App
 	// is served over HTTPS.
 	SecureCookies bool
@@ -77,7 +80,7 @@ type App struct {
 	// throttle holds back password guessing at sign-in.
 	throttle *signInThrottle
 
-	idem func(http.Handler) http.Handler // see idempotency.go
+	idem idemState // see idempotency.go
 
 	dummyHash []byte
 	cancel    context.CancelFunc
@@ -88,8 +91,9 @@ type App struct {
 var _ http.Handler = (*App)(nil)
 
 // New creates the App's tables if they do not exist (and seeds the demo
-// data if Options.Seed), and starts its live-update poller. The caller must
-// call Close. Invalid options and database errors are returned.
+// data if Options.Seed), and starts its live-update poller and the periodic
+// purge of expired idempotency keys. The caller must call Close. Invalid
+// options and database errors are returned.
 func New(ctx context.Context, opts Options) (*App, error) {
 	if opts.DB == nil {
 		return nil, errors.New("webapp: Options.DB is required")
@@ -113,6 +117,7 @@ func New(ctx context.Context, opts Options) (*App, error) {
 		{&opts.HeartbeatEvery, 30 * time.Second, "HeartbeatEvery"},
 		{&opts.PollInterval, time.Second, "PollInterval"},
 		{&opts.SessionTTL, 12 * time.Hour, "SessionTTL"},
+		{&opts.IdempotencyPurgeEvery, time.Hour, "IdempotencyPurgeEvery"},
 	} {
 		if err := def(x.d, x.v, x.name); err != nil {
 			return nil, err
@@ -172,14 +177,16 @@ func New(ctx context.Context, opts Options) (*App, error) {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	a.wg.Go(func() { a.poll(pctx) })
+	a.wg.Go(func() { a.purgeKeys(pctx) })
 	return a, nil
 }
 
 // ServeHTTP serves the pages, the API and the event stream.
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
-// Close ends open event streams and stops the poller, waiting for it. It
-// does not close the database. Close is idempotent.
+// Close ends open event streams and stops the poller and the purging of
+// expired idempotency keys, waiting for them. It does not close the
+// database. Close is idempotent.
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
 		a.CloseStreams()
