@@ -108,3 +108,42 @@ func ExampleElector() {
 	// the job ran on the leader, term 1
 	// true
 }
+
+// Store is storage that keeps the greatest fencing token that wrote and
+// refuses a write with a smaller one (package sqlcc has the SQL for it).
+type Store interface {
+	Write(ctx context.Context, data []byte, token lock.Token) error
+}
+
+// Lead a scheduler: campaign, work under the leadership's context, and
+// fence every write with the term. The README's election snippet is the
+// body of leadScheduler.
+func Example_scheduler() {
+	var shared memlock.Locker // any Locker: redislock, pglock, etcdlock, ...
+	locker, err := shared.With(lock.Options{Holder: "api-1"})
+	if err != nil {
+		panic(err)
+	}
+	var store Store // the application's storage
+	if err := leadScheduler(context.Background(), locker, store, []byte("…")); err != nil {
+		fmt.Println(err)
+	}
+}
+
+func leadScheduler(ctx context.Context, locker lock.Locker, store Store, data []byte) error {
+	e, err := election.New(locker, "scheduler", election.Options{}) // the Locker's Options.Holder is the published value
+	if err != nil {
+		return err
+	}
+	ld, err := e.Campaign(ctx) // waits until this candidate leads
+	if err != nil {
+		return err
+	}
+	defer ld.Resign(context.WithoutCancel(ctx)) // the next candidate is woken at once
+	ctx, cancel := ld.Context(ctx)              // cancelled when leadership is lost (local clock, before the engine lets go)
+	defer cancel()
+
+	// ... the scheduler's work under ctx ...
+
+	return store.Write(ctx, data, ld.Term()) // the term is a fencing token: greater for every later leader
+}
