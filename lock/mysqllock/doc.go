@@ -97,8 +97,8 @@
 // throughput per connection.
 //
 // Put no trigger on the table: the token comes back as the statement's
-// insert id, and MariaDB reports none for a statement on a table with a
-// trigger, so every acquire would look like "held".
+// insert id, and MariaDB 10.11 reports none for statements on a table with
+// a trigger (an acquire then looks like "held", and a handoff fails).
 //
 // The table keeps one row per key ever locked (about 100 bytes). Where keys
 // are unbounded, delete rows that have been free for long, for example
