@@ -157,12 +157,14 @@ func (ls *leaser) release(ctx context.Context, key string, h *held) {
 	_, _ = ls.db.ExecContext(ctx, "UPDATE leases SET expires_ms = 0 WHERE key = ? AND owner = ?", key, h.owner)
 }
 
-// write stores value in the ledger row, fenced by h's token or not.
-func writeLedger(ctx context.Context, db *sql.DB, h *held, value string, fence bool) error {
+// writeLedger stores value in the ledger row of the lock key, fenced by h's
+// token or not. Each key guards a row of its own: tokens are comparable only
+// between holders of one key.
+func writeLedger(ctx context.Context, db *sql.DB, key string, h *held, value string, fence bool) error {
 	if fence {
-		return sqlcc.FencedUpdate(ctx, db, sqlcc.Table{Dialect: sqlcc.SQLite, Name: "ledger"}, 1, h.token, sqlcc.Set("value", value))
+		return sqlcc.FencedUpdate(ctx, db, sqlcc.Table{Dialect: sqlcc.SQLite, Name: "ledger", Key: "lock_key"}, key, h.token, sqlcc.Set("value", value))
 	}
-	_, err := db.ExecContext(ctx, "UPDATE ledger SET value = ? WHERE id = 1", value)
+	_, err := db.ExecContext(ctx, "UPDATE ledger SET value = ? WHERE lock_key = ?", value, key)
 	return err
 }
 
@@ -175,8 +177,7 @@ func paused(fence bool) func(ctx context.Context, rc *runCtx) (int64, string, er
 		}
 		rc.onClose(func() { db.Close() })
 		for _, q := range []string{
-			"CREATE TABLE ledger (id INTEGER PRIMARY KEY, value TEXT NOT NULL, fence BIGINT)",
-			"INSERT INTO ledger (id, value) VALUES (1, 'initial')",
+			"CREATE TABLE ledger (lock_key TEXT PRIMARY KEY, value TEXT NOT NULL, fence BIGINT)",
 			"CREATE TABLE leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, token BIGINT NOT NULL, expires_ms BIGINT NOT NULL)",
 		} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
@@ -215,6 +216,9 @@ func paused(fence bool) func(ctx context.Context, rc *runCtx) (int64, string, er
 // stopped, the parent takes the lease after expiry and writes, the child is
 // continued and writes.
 func pauseRound(ctx context.Context, rc *runCtx, ls *leaser, db *sql.DB, key string, ttl time.Duration, fence bool, args []string, o *op) (stale, rejected int64, err error) {
+	if _, err := db.ExecContext(ctx, "INSERT INTO ledger (lock_key, value) VALUES (?, 'initial')", key); err != nil {
+		return 0, 0, err
+	}
 	p, err := rc.start(ctx, "pause", args)
 	if err != nil {
 		return 0, 0, err
@@ -245,7 +249,7 @@ func pauseRound(ctx context.Context, rc *runCtx, ls *leaser, db *sql.DB, key str
 	if h.token <= childTok {
 		return 0, 0, fmt.Errorf("racelab: token %d after %d", h.token, childTok)
 	}
-	if err := writeLedger(ctx, db, h, "parent", fence); err != nil {
+	if err := writeLedger(ctx, db, key, h, "parent", fence); err != nil {
 		return 0, 0, fmt.Errorf("racelab: parent write: %w", err)
 	}
 	ls.release(ctx, key, h)
@@ -260,7 +264,7 @@ func pauseRound(ctx context.Context, rc *runCtx, ls *leaser, db *sql.DB, key str
 		return 0, 0, err
 	}
 	var value string
-	if err := db.QueryRowContext(ctx, "SELECT value FROM ledger WHERE id = 1").Scan(&value); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT value FROM ledger WHERE lock_key = ?", key).Scan(&value); err != nil {
 		return 0, 0, err
 	}
 	if value != "parent" {
@@ -310,7 +314,7 @@ func pauseWorker(ctx context.Context, w *worker) error {
 	if _, err := w.in.ReadString('\n'); err != nil {
 		return err
 	}
-	err = writeLedger(ctx, db, h, "paused-holder", w.fence)
+	err = writeLedger(ctx, db, key, h, "paused-holder", w.fence)
 	switch {
 	case errors.Is(err, sqlcc.ErrStaleToken):
 		fmt.Fprintln(w.out, "WROTE rejected")
