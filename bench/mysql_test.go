@@ -217,8 +217,8 @@ func BenchmarkMySQLUncontended(b *testing.B) {
 }
 
 // BenchmarkMySQLHotKey: 8 goroutines on one key, each taking it again as
-// soon as it let go. haita's goroutines share one Locker, which wakes one
-// of its own waiters on each release; raw-lease-row polls every
+// soon as it let go. haita's goroutines share one Locker, which hands the
+// key to the next of its own waiters on each release; raw-lease-row polls every
 // millisecond; GET_LOCK waits in the server.
 func BenchmarkMySQLHotKey(b *testing.B) {
 	db := startMaria(b)

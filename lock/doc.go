@@ -45,7 +45,9 @@
 // [Metrics], and the count of waiters ([Locker.Waiting]) that tests
 // synchronise on. Backends with notification keep their local waiters in a
 // [WaitQueue], which serves them in order and hands a key released by the
-// same Locker straight to the next of them.
+// same Locker straight to the next of them. Backends whose engine finishes a
+// request the client gave up on run their attempts through [Detached], which
+// releases what such an attempt took.
 //
 // # Reading a key's holder
 //

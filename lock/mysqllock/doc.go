@@ -52,14 +52,21 @@
 //
 // So a waiter polls: every 25–50ms by default ([DefaultPollInterval],
 // lock.Options.PollInterval to change), and at the moment the holder's row
-// expires, which the failed acquire reports. A release by the same Locker
-// wakes one of its own waiters for that key at once. Each poll is one
-// acquire statement plus one SELECT; a hot key with many waiting processes
-// costs the server that many statements per poll interval.
+// expires, which the failed acquire reports. Waiters of one Locker wait in
+// its [lock.WaitQueue], in the order they started: only the first of them
+// polls the server, and a release by the same Locker hands the key to it in
+// one statement that gives the row the waiter as owner, a new token and a
+// full TTL, never freeing the row, so a hot key shared by the goroutines of
+// one process passes from holder to holder in one round trip. After
+// [lock.MaxHandoffs] handoffs in a row a release frees the key, so that
+// waiters in other processes get a turn. Each poll is one acquire statement
+// plus one SELECT; a hot key with many waiting processes costs the server
+// that many statements per poll interval.
 //
 // An acquire statement whose caller gave up is left to finish and its
-// grant, if any, released, since the server runs it anyway; Close waits for
-// such statements (each is bounded by the TTL, and its release by 5s).
+// grant, if any, released, since the server runs it anyway (see
+// [lock.Detached]); Close waits for such statements (each is bounded by the
+// TTL, and its release by 5s).
 //
 // # GET_LOCK
 //
@@ -88,6 +95,10 @@
 // (with 0 or 2 a crash can forget a lease the client was told it holds).
 // Every acquire and release waits for one redo-log flush, which bounds
 // throughput per connection.
+//
+// Put no trigger on the table: the token comes back as the statement's
+// insert id, and MariaDB 10.11 reports none for statements on a table with
+// a trigger (an acquire then looks like "held", and a handoff fails).
 //
 // The table keeps one row per key ever locked (about 100 bytes). Where keys
 // are unbounded, delete rows that have been free for long, for example

@@ -74,10 +74,8 @@ func New(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
-	b := newBackend(db, table)
-	l, err := lock.New(b, opts)
+	l, err := lock.New(newBackend(db, table), opts)
 	if err != nil {
-		b.stop()
 		return nil, err
 	}
 	return &Locker{Locker: l}, nil
@@ -85,11 +83,11 @@ func New(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 
 // newBackend returns the backend on the quoted table in db.
 func newBackend(db *sql.DB, table string) *backend {
-	b := &backend{db: db, waiters: make(map[string]map[*subscription]struct{})}
+	b := &backend{db: db}
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
 	for i, text := range [...]string{stAcquire: acquireSQL, stHolder: holderSQL, stRefresh: refreshSQL, stRelease: releaseSQL, stHandoff: handoffSQL} {
 		b.sql[i] = fmt.Sprintf(text, table)
 	}
-	b.bg, b.stop = context.WithCancel(context.Background())
 	return b
 }
 
@@ -205,7 +203,10 @@ const (
 		"WHERE lock_key = ? AND owner = ? AND expires_at > UTC_TIMESTAMP(6)"
 )
 
-// backend implements lock.Backend and lock.Notifier on a lease table.
+// backend implements lock.Backend and lock.Notifier on a lease table. Its
+// subscriptions are places in the Locker's lock.WaitQueue: a release by this
+// Locker hands the key to its first local waiter; releases by other
+// processes are found by the poll.
 type backend struct {
 	db  *sql.DB
 	sql [5]string // the statements' text, by index st*
@@ -214,12 +215,8 @@ type backend struct {
 	prepared   *prepared    // nil until the first statement and after Close
 	prepClosed bool         // Close closed prepared
 
-	mu      sync.Mutex
-	waiters map[string]map[*subscription]struct{}
-	closed  bool
-	wg      sync.WaitGroup     // acquire statements whose callers left
-	bg      context.Context    // their context; ends with Close
-	stop    context.CancelFunc // ends bg
+	q   *lock.WaitQueue // the Locker's local waiters
+	det lock.Detached   // acquire statements whose callers left
 }
 
 // prepared are the statements prepared on db; database/sql prepares each
@@ -239,8 +236,8 @@ func (b *backend) Capabilities() lock.Capabilities {
 		FIFO:          false,
 		LossDetection: true, // Refresh checks owner and expiry on the server
 		CrossProcess:  true,
-		// A release wakes the waiters of its own Locker at once; waiters
-		// in other processes poll (see the package documentation).
+		// A release hands the key to the next waiter of its own Locker;
+		// waiters in other processes poll (see the package documentation).
 		Notify: false,
 	}
 }
@@ -312,46 +309,26 @@ func (b *backend) scan(ctx context.Context, i int, args []any, dest ...any) erro
 	return b.prepared[i].QueryRowContext(ctx, args...).Scan(dest...)
 }
 
-// Try runs the acquire statement without abandoning it when ctx ends: the
-// server finishes a statement whose client gave up (the driver only closes
-// the connection), and a grant committed after the Locker's cleanup release
-// would block the key for a TTL. When ctx ends first, Try returns at once
-// and the statement finishes in the background (within the TTL, or until
-// Close), releasing what it may have taken.
+// Try asks the Locker's wait queue first (a local waiter ahead of req, or a
+// key handed to it), then runs the acquire statement without abandoning it
+// when ctx ends (see [lock.Detached]): the server finishes a statement whose
+// client gave up (the driver only closes the connection), and a grant
+// committed after the Locker's cleanup release would block the key for a
+// TTL.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	b.mu.Lock()
-	if ctx.Done() == nil || b.closed {
-		b.mu.Unlock()
+	switch g, v := b.q.Gate(req); v {
+	case lock.HandedOver:
+		return g, nil
+	case lock.Queued:
+		return lock.Grant{}, &lock.HeldError{Key: req.Key}
+	}
+	g, err := b.det.Try(ctx, req, func(ctx context.Context) (lock.Grant, error) {
 		return b.acquire(ctx, req)
+	}, b.releaseOrphan)
+	if err == nil {
+		b.q.Took(req)
 	}
-	b.wg.Add(1)
-	b.mu.Unlock()
-	type result struct {
-		g   lock.Grant
-		err error
-	}
-	res := make(chan result)
-	left := make(chan struct{})
-	go func() {
-		defer b.wg.Done()
-		sctx, cancel := context.WithTimeout(b.bg, req.TTL)
-		defer cancel()
-		g, err := b.acquire(sctx, req)
-		select {
-		case res <- result{g, err}:
-		case <-left:
-			if !errors.Is(err, lock.ErrNotAcquired) {
-				b.releaseOrphan(req)
-			}
-		}
-	}()
-	select {
-	case r := <-res:
-		return r.g, r.err
-	case <-ctx.Done():
-		close(left)
-		return lock.Grant{}, fmt.Errorf("mysqllock: acquire: %w", ctx.Err())
-	}
+	return g, err
 }
 
 // acquire runs the acquire statement with ctx, again when InnoDB chose it
@@ -419,9 +396,34 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-// Release frees the key if req.Owner holds it and wakes this Locker's
-// waiters for it.
+// Release hands the key straight to the first waiter of this Locker (see
+// [lock.WaitQueue]) with the handoff statement, which gives the row a new
+// owner and token without ever freeing it, and frees the key otherwise.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	h := b.q.Handoff(req)
+	if h == nil {
+		return b.release(ctx, req)
+	}
+	sent := time.Now()
+	token, err := b.handoff(ctx, req, h.To)
+	switch {
+	case err == nil:
+		h.Done(lock.Grant{Token: token}, sent)
+		return nil
+	case errors.Is(err, lock.ErrNotHeld):
+		h.Failed()
+		return fmt.Errorf("mysqllock: release %q: %w", req.Key, lock.ErrNotHeld)
+	default:
+		// The key may have gone to the waiter: take it back.
+		b.releaseOrphan(h.To)
+		h.Failed()
+		return fmt.Errorf("mysqllock: release: %w", err)
+	}
+}
+
+// release frees the key if req.Owner holds it and wakes the first waiter
+// of this Locker for it.
+func (b *backend) release(ctx context.Context, req lock.Request) error {
 	res, err := b.exec(ctx, stRelease, req.Key, req.Owner.String())
 	var n int64
 	if err == nil {
@@ -433,7 +435,7 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	if n == 0 {
 		return fmt.Errorf("mysqllock: release %q: %w", req.Key, lock.ErrNotHeld)
 	}
-	b.wake(req.Key)
+	b.q.Wake(req.Key)
 	return nil
 }
 
@@ -459,25 +461,26 @@ func (b *backend) handoff(ctx context.Context, from, to lock.Request) (lock.Toke
 	if n == 0 {
 		return 0, fmt.Errorf("mysqllock: handoff %q: %w", from.Key, lock.ErrNotHeld)
 	}
+	if token <= 0 {
+		// The key moved but its token did not come back (a statement in a
+		// trigger on the table resets the insert id): outcome unknown.
+		return 0, fmt.Errorf("mysqllock: handoff %q: the server reported no token; is there a trigger on the table?", from.Key)
+	}
 	return lock.Token(token), nil
 }
 
-// releaseOrphan frees a key granted to a caller that left, with a fresh
-// context: the caller's may be why it left.
+// releaseOrphan frees a key granted or handed to a caller that left, with
+// a fresh context: the caller's may be why it left.
 func (b *backend) releaseOrphan(req lock.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = b.Release(ctx, req)
+	_ = b.release(ctx, req)
 }
 
 // Close ends the acquire statements left running and waits for them, then
 // closes the prepared statements.
 func (b *backend) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	b.stop()
-	b.wg.Wait()
+	b.det.Close()
 	b.prepMu.Lock()
 	p := b.prepared
 	b.prepared, b.prepClosed = nil, true
@@ -488,55 +491,9 @@ func (b *backend) Close() error {
 	return nil
 }
 
-// Subscribe registers a waiter of this Locker for key: a release by this
-// Locker wakes it at once. Releases by other processes are found by the
-// poll.
+// Subscribe puts req at the end of its key's queue of waiters of this
+// Locker: a release by this Locker hands the key to the first of them.
+// Releases by other processes are found by the poll.
 func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
-	key := req.Key
-	s := &subscription{b: b, key: key, c: make(chan struct{}, 1)}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, lock.ErrClosed
-	}
-	m := b.waiters[key]
-	if m == nil {
-		m = make(map[*subscription]struct{})
-		b.waiters[key] = m
-	}
-	m[s] = struct{}{}
-	return s, nil
-}
-
-// wake wakes one waiter of key: only one can take it, and the others still
-// poll.
-func (b *backend) wake(key string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for s := range b.waiters[key] {
-		select {
-		case s.c <- struct{}{}:
-			return
-		default:
-		}
-	}
-}
-
-// subscription is one waiter of this Locker for a key.
-type subscription struct {
-	b   *backend
-	key string
-	c   chan struct{} // wake-ups, buffered
-}
-
-func (s *subscription) C() <-chan struct{} { return s.c }
-
-func (s *subscription) Close() {
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
-	m := s.b.waiters[s.key]
-	delete(m, s)
-	if len(m) == 0 {
-		delete(s.b.waiters, s.key)
-	}
+	return b.q.Join(req), nil
 }

@@ -283,45 +283,64 @@ func TestReleaseAfterClose(t *testing.T) {
 	_ = le2.Release(t.Context())
 }
 
-// TestReleaseWakesOwnWaiter: with a poll interval of a minute, a waiter of
-// the same Locker is woken by the release itself, not by its poll or the
-// holder's expiry.
-func TestReleaseWakesOwnWaiter(t *testing.T) {
-	db := openDB(t, "")
-	l, err := mysqllock.New(db, lock.Options{PollInterval: time.Minute, TTL: time.Minute})
+// TestReleaseHandsKeyToOwnWaiter: with a poll interval of a minute, a
+// release hands the key to the waiter of the same Locker in one statement:
+// the waiter gets it with a greater token, and the row's history (a
+// system-versioned table) shows that it never became free in between.
+func TestReleaseHandsKeyToOwnWaiter(t *testing.T) {
+	db := openDB(t, "handoff_locks")
+	// A system-versioned table keeps every version of the row. (A trigger
+	// would do as a probe only if it ran no statement: any statement in a
+	// trigger changes the insert id the statements report the token in.)
+	if _, err := db.ExecContext(t.Context(), "ALTER TABLE handoff_locks ADD SYSTEM VERSIONING"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := mysqllock.New(db, lock.Options{PollInterval: time.Minute, TTL: time.Minute}, mysqllock.WithTable("handoff_locks"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	le, err := l.Acquire(t.Context(), "hot")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for round := range 3 {
-		le, err := l.Acquire(t.Context(), "wake")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make(chan error, 1)
-		waiting := make(chan struct{})
+		got := make(chan *lock.Lease, 1)
 		go func() {
-			close(waiting)
-			le2, err := l.Acquire(t.Context(), "wake")
-			if err == nil {
-				err = le2.Release(context.WithoutCancel(t.Context()))
+			le2, err := l.Acquire(t.Context(), "hot")
+			if err != nil {
+				t.Errorf("round %d: waiter: %v", round, err)
 			}
-			got <- err
+			got <- le2
 		}()
-		<-waiting
-		// The waiter may not have subscribed yet: then its first attempt
-		// after subscribing finds the key free. Either way no poll is due.
-		time.Sleep(100 * time.Millisecond)
+		locktest.WaitUntilWaiting(t, l, "hot", 1)
 		if err := le.Release(t.Context()); err != nil {
 			t.Fatal(err)
 		}
+		var next *lock.Lease
 		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatalf("round %d: waiter: %v", round, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: waiter not woken by the release of its own Locker", round)
+		case next = <-got:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: waiter not given the key by the release of its own Locker", round)
 		}
+		if next == nil {
+			t.FailNow()
+		}
+		if next.Token() <= le.Token() {
+			t.Errorf("round %d: waiter's token %d not greater than the releaser's %d", round, next.Token(), le.Token())
+		}
+		le = next
+	}
+	var versions, free int
+	err = db.QueryRowContext(t.Context(), "SELECT COUNT(*), COALESCE(SUM(owner = ''), 0) FROM handoff_locks FOR SYSTEM_TIME ALL WHERE lock_key = 'hot'").
+		Scan(&versions, &free)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions < 4 || free != 0 {
+		t.Errorf("the row had %d versions, %d of them free; want at least 4 (one per holder), none free", versions, free)
+	}
+	if err := le.Release(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,11 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -180,7 +178,6 @@ func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
 		return nil, err
 	}
 	b := &backend{c: c, n: n}
-	b.bg, b.stop = context.WithCancel(context.Background())
 	b.acquireSQL = fmt.Sprintf(acquireSQL, n.table, n.seqText)
 	b.refreshSQL = fmt.Sprintf(refreshSQL, n.table)
 	b.releaseSQL = fmt.Sprintf(releaseSQL, n.table)
@@ -262,11 +259,7 @@ type backend struct {
 	releaseSQL string
 	handoffSQL string
 
-	bg     context.Context // for statements acquire leaves running; ends with Close
-	stop   context.CancelFunc
-	mu     sync.Mutex
-	wg     sync.WaitGroup // statements acquire left running
-	closed bool
+	det lock.Detached // statements acquire left running
 }
 
 var (
@@ -304,52 +297,14 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	return g, err
 }
 
-// acquire runs the acquire statement without abandoning it when ctx ends:
-// the server runs a statement whose client gave up, and a grant committed
-// after the Locker's cleanup release would block the key for a TTL. When
-// ctx ends first, acquire returns ctx's error at once and the statement
-// finishes in the background (within the TTL, after which any grant has
-// expired, or until Close), releasing what it may have taken.
+// acquire runs the acquire statement without abandoning it when ctx ends
+// (see [lock.Detached]): the server runs a statement whose client gave up,
+// and a grant committed after the Locker's cleanup release would block the
+// key for a TTL.
 func (b *backend) acquire(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	b.mu.Lock()
-	if ctx.Done() == nil || b.closed {
-		b.mu.Unlock()
+	return b.det.Try(ctx, req, func(ctx context.Context) (lock.Grant, error) {
 		return b.acquireRow(ctx, req)
-	}
-	b.wg.Add(1)
-	b.mu.Unlock()
-	type result struct {
-		g   lock.Grant
-		err error
-	}
-	res := make(chan result)
-	left := make(chan struct{})
-	go func() {
-		defer b.wg.Done()
-		sctx, cancel := context.WithTimeout(b.bg, req.TTL)
-		defer cancel()
-		g, err := b.acquireRow(sctx, req)
-		if err != nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
-			// No answer within the TTL: a grant, if the statement made one,
-			// has expired or is about to. That is a lost grant, not the
-			// caller's deadline, whose context is still alive.
-			err = fmt.Errorf("pglock: acquire %q: no answer within the TTL of %v: %w", req.Key, req.TTL, lock.ErrLost)
-		}
-		select {
-		case res <- result{g, err}:
-		case <-left:
-			if !errors.Is(err, lock.ErrNotAcquired) {
-				b.releaseOrphan(req)
-			}
-		}
-	}()
-	select {
-	case r := <-res:
-		return r.g, r.err
-	case <-ctx.Done():
-		close(left)
-		return lock.Grant{}, fmt.Errorf("pglock: acquire: %w", ctx.Err())
-	}
+	}, b.releaseOrphan)
 }
 
 // acquireRow runs the acquire statement with ctx.
@@ -439,11 +394,7 @@ func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscri
 // waits for them.
 func (b *backend) Close() error {
 	b.l.close()
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	b.stop()
-	b.wg.Wait()
+	b.det.Close()
 	return nil
 }
 
