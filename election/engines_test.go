@@ -2,10 +2,12 @@ package election_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"testing"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +17,7 @@ import (
 	"github.com/haita/haita/lock/etcdlock"
 	"github.com/haita/haita/lock/filelock"
 	"github.com/haita/haita/lock/memlock"
+	"github.com/haita/haita/lock/mysqllock"
 	"github.com/haita/haita/lock/pglock"
 	"github.com/haita/haita/lock/redislock"
 	"github.com/haita/haita/lock/redlock"
@@ -98,6 +101,21 @@ var engines = []engine{
 				t.Fatal(err)
 			}
 			l, err := pglock.New(pool, opts(time.Second, holder))
+			return closing(t, l, err)
+		}
+	}},
+	{name: "mysqllock", ttl: time.Second, procs: true, start: func(t *testing.T) newLocker {
+		dsn := testserver.MariaDB(t)
+		return func(t testing.TB, holder string) lock.Locker {
+			db, err := sql.Open("mysql", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			if err := mysqllock.CreateTable(context.Background(), db, ""); err != nil {
+				t.Fatal(err)
+			}
+			l, err := mysqllock.New(db, opts(time.Second, holder))
 			return closing(t, l, err)
 		}
 	}},

@@ -180,8 +180,8 @@ const (
 		"holder = IF(expires_at <= UTC_TIMESTAMP(6), VALUES(holder), holder), " +
 		"expires_at = IF(expires_at <= UTC_TIMESTAMP(6), VALUES(expires_at), expires_at)"
 
-	// holderSQL reads who holds a key, for a HeldError.
-	holderSQL = "SELECT holder, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at) FROM %[1]s " +
+	// holderSQL reads who holds a key, for a HeldError and for Holder.
+	holderSQL = "SELECT holder, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires_at), token FROM %[1]s " +
 		"WHERE lock_key = ? AND expires_at > UTC_TIMESTAMP(6)"
 
 	refreshSQL = "UPDATE %[1]s SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND " +
@@ -359,9 +359,9 @@ func (b *backend) acquire(ctx context.Context, req lock.Request) (lock.Grant, er
 	}
 	he := &lock.HeldError{Key: req.Key}
 	var holder string
-	var remaining int64
+	var remaining, heldToken int64
 	sent := time.Now()
-	switch err := b.scan(ctx, stHolder, []any{req.Key}, &holder, &remaining); {
+	switch err := b.scan(ctx, stHolder, []any{req.Key}, &holder, &remaining, &heldToken); {
 	case err == nil:
 		he.Holder = holder
 		if remaining > 0 {
