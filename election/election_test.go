@@ -109,12 +109,19 @@ func TestCampaignResignObserve(t *testing.T) {
 			}
 			got <- ld
 		})
-		// b is waiting now or soon; a's term stays until it resigns.
+		// b is waiting now or soon; a's term stays until it resigns. A
+		// second candidate publishing "a" waits too; its Locker is closed
+		// before a resigns, so that an acquire it abandoned when its context
+		// ended (finished in the background by backends such as mysqllock)
+		// cannot take the key after a's resignation, which the observers
+		// would rightly report as a leader between a and b.
+		la2 := nl(t, "a")
 		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-		if _, err := ea.Campaign(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := newElection(t, la2, name).Campaign(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("a second Campaign while a leads = %v, want context.DeadlineExceeded", err)
 		}
 		cancel()
+		_ = la2.Close()
 
 		resigning.Store(true)
 		if err := lda.Resign(t.Context()); err != nil {
