@@ -88,7 +88,9 @@ func (l *locker) startWaiting(key string) func() {
 	l.waiting[key]++
 	l.mu.Unlock()
 	l.opts.Metrics.waitingAdd(l.caps.Name, 1)
+	l.opts.Metrics.keyWaitingAdd(l.caps.Name, l.share, key, 1)
 	return func() {
+		l.opts.Metrics.keyWaitingAdd(l.caps.Name, l.share, key, -1)
 		l.mu.Lock()
 		if l.waiting[key]--; l.waiting[key] == 0 {
 			delete(l.waiting, key)
@@ -307,6 +309,7 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, err
 			return nil, fmt.Errorf("lock: acquire %q: granted %v after its local deadline: %w", req.Key, late, ErrLost)
 		}
 	}
+	l.opts.Metrics.permitsAdd(l.caps.Name, req, 1)
 	if l.timed() {
 		le.granted = time.Now()
 		l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))

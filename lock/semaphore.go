@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // This file extends the contract from one holder to many: a [Semaphore]
@@ -204,4 +206,32 @@ func (l *RWLocker) Close() error {
 		l.closeErr = l.b.Close()
 	})
 	return l.closeErr
+}
+
+// permitsAdd counts sign times req's permits on its key, for semaphores
+// and reader-writer locks.
+func (m *Metrics) permitsAdd(backend string, req Request, sign int) {
+	if m != nil && req.Share.Limit > 0 {
+		m.permits.WithLabelValues(backend, req.Key).Add(float64(sign * req.Share.Weight))
+	}
+}
+
+// keyWaitingAdd counts n waiting Acquire calls on key, for semaphores and
+// reader-writer locks.
+func (m *Metrics) keyWaitingAdd(backend string, share Share, key string, n float64) {
+	if m != nil && share.Limit > 0 {
+		m.keyWaiting.WithLabelValues(backend, key).Add(n)
+	}
+}
+
+// PermitsInUse returns the gauge of permits in use on key through
+// semaphores and RWLockers of backend, for tests and dashboards.
+func (m *Metrics) PermitsInUse(backend, key string) prometheus.Gauge {
+	return m.permits.WithLabelValues(backend, key)
+}
+
+// KeyWaiting returns the gauge of semaphore and RWLocker Acquire calls of
+// backend waiting for key.
+func (m *Metrics) KeyWaiting(backend, key string) prometheus.Gauge {
+	return m.keyWaiting.WithLabelValues(backend, key)
 }
