@@ -51,7 +51,7 @@ type multiKeys struct {
 type multiKey struct {
 	limit   int
 	used    int
-	holders map[lock.Owner]*multiHolder
+	holders map[lock.Owner]multiHolder
 	queue   []*multiWaiter // arrival order; queue[0] is served first
 }
 
@@ -74,7 +74,8 @@ func (m *multiKeys) get(req lock.Request, now time.Time) (*multiKey, error) {
 	}
 	k := m.m[req.Key]
 	if k == nil {
-		k = &multiKey{limit: req.Share.Limit, holders: make(map[lock.Owner]*multiHolder)}
+		k = multiKeyPool.Get().(*multiKey)
+		k.limit = req.Share.Limit
 		m.m[req.Key] = k
 	}
 	k.purge(now)
@@ -116,7 +117,7 @@ func (k *multiKey) wakeHead() {
 
 // take grants req a permit. m.mu is held.
 func (b *backend) takeMulti(k *multiKey, req lock.Request, now time.Time) lock.Token {
-	k.holders[req.Owner] = &multiHolder{weight: req.Share.Weight, holder: req.Holder, expires: expiry(now, req.TTL)}
+	k.holders[req.Owner] = multiHolder{weight: req.Share.Weight, holder: req.Holder, expires: expiry(now, req.TTL)}
 	k.used += req.Share.Weight
 	if k.used < k.limit {
 		k.wakeHead() // room for the next waiter too
@@ -142,10 +143,15 @@ func heldMulti(key string, k *multiKey, now time.Time) error {
 	return he
 }
 
+// multiKeyPool recycles the state of idle keys.
+var multiKeyPool = sync.Pool{New: func() any { return &multiKey{holders: make(map[lock.Owner]multiHolder)} }}
+
 // drop deletes key's state when nobody holds or waits. m.mu is held.
 func (m *multiKeys) drop(key string, k *multiKey) {
 	if len(k.holders) == 0 && len(k.queue) == 0 {
 		delete(m.m, key)
+		k.used, k.queue = 0, k.queue[:0]
+		multiKeyPool.Put(k)
 	}
 }
 
@@ -241,12 +247,13 @@ func (b *backend) refreshMulti(req lock.Request) error {
 	}
 	now := time.Now()
 	k.purge(now)
-	h := k.holders[req.Owner]
-	if h == nil {
+	h, ok := k.holders[req.Owner]
+	if !ok {
 		m.drop(req.Key, k)
 		return lock.ErrNotHeld
 	}
 	h.expires = expiry(now, req.TTL)
+	k.holders[req.Owner] = h
 	return nil
 }
 
@@ -259,8 +266,8 @@ func (b *backend) releaseMulti(req lock.Request) error {
 		return lock.ErrNotHeld
 	}
 	k.purge(time.Now())
-	h := k.holders[req.Owner]
-	if h == nil {
+	h, ok := k.holders[req.Owner]
+	if !ok {
 		m.drop(req.Key, k)
 		return lock.ErrNotHeld
 	}

@@ -29,12 +29,10 @@ if (head == nil or head == owner) and n + weight <= limit then
 	if n + weight < limit and redis.call('ZCARD', KEYS[3]) > 0 then
 		redis.call('PUBLISH', ARGV[6], '')
 	end
-	keep(ttl)
 	return {1, tok}
 end
 if inq then
 	redis.call('HSET', KEYS[2], 'q:' .. owner, now + ttl)
-	keep(ttl)
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then

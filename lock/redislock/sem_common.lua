@@ -3,7 +3,10 @@
 -- key's fields (limit; w:OWNER the weight of a holder; q:OWNER the expiry
 -- of a waiter; seq the arrival counter), KEYS[3] the queue of waiters (a
 -- sorted set of owner by arrival), KEYS[4] the fencing counter, which
--- never expires. All four share a hash slot.
+-- never expires. All four share a hash slot. Expired holders and waiters
+-- are dropped by the next script that touches the key, and Redis deletes a
+-- sorted set when its last member goes, so an idle key keeps only its
+-- fields (limit and arrival counter) and its fencing counter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -43,17 +46,6 @@ local function limitOf(limit)
 		return have or -1
 	end
 	return nil
-end
-
--- keep makes the key's state outlive ms milliseconds, so that the state of
--- a key nobody touches again goes away by itself.
-local function keep(ms)
-	for i = 1, 3 do
-		local p = redis.call('PTTL', KEYS[i])
-		if p ~= -2 and p < ms then
-			redis.call('PEXPIRE', KEYS[i], ms)
-		end
-	end
 end
 
 -- enqueue puts owner at the end of the queue until now + ttl.

@@ -5,5 +5,4 @@ if not e or tonumber(e) <= now then
 	return 0
 end
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-keep(tonumber(ARGV[2]))
 return 1

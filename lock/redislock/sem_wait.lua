@@ -7,5 +7,4 @@ if have then
 	return {2, have}
 end
 enqueue(ARGV[1], tonumber(ARGV[2]))
-keep(tonumber(ARGV[2]))
 return {0, 0}
