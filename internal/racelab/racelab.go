@@ -197,6 +197,8 @@ func Scenarios() []*Scenario {
 		cronScenario(),
 		pauseScenario(),
 		retryScenario(),
+		capScenario(),
+		readMostlyScenario(),
 	}
 }
 
