@@ -102,8 +102,8 @@ func (b *semBackend) Close() error {
 	return nil
 }
 
-func (b *semBackend) dir(key string) string   { return b.prefix + "sem\x00" + key + "\x00" }
-func (b *semBackend) meta(key string) string  { return b.dir(key) + "m" }
+func (b *semBackend) dir(key string) string  { return b.prefix + "sem\x00" + key + "\x00" }
+func (b *semBackend) meta(key string) string { return b.dir(key) + "m" }
 func (b *semBackend) held(req lock.Request) string {
 	return b.dir(req.Key) + "h/" + req.Owner.String()
 }
