@@ -78,6 +78,7 @@ type Request struct {
 	Holder string
 	TTL    time.Duration // zero: no expiry
 	Token  Token         // the lease's token (Refresh, Release)
+	Share  Share         // zero for a mutex; see [Share]
 }
 
 // Grant is a Backend's answer to a successful Try.

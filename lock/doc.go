@@ -26,6 +26,20 @@
 //	memlock.New(lock.Options{})
 //	filelock.New(dir, lock.Options{})
 //
+// # Semaphores and reader-writer locks
+//
+// A [Semaphore] admits up to a limit of holders per key and an [RWLocker]
+// many readers or one writer; both hand out the same [Lease] values, with
+// TTL, refresh, auto-refresh, Done, owner-only release and fencing tokens
+// from one counter per key. Backends that offer them (Capabilities.Semaphore
+// and RWLock) have constructors of the same shape:
+//
+//	redislock.NewSemaphore(rdb, lock.Options{}, 3)
+//	pglock.NewRWLocker(pool, lock.Options{})
+//
+// On the backend side they are one request shape, a [Share] of a key's
+// permits (see semaphore.go); the Locker core does the rest as for a mutex.
+//
 // # Before a write
 //
 // A lease's Done channel and Err are updated by a timer at the local

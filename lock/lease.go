@@ -226,6 +226,7 @@ func (le *Lease) end(err error, released bool) error {
 	}
 	if le.l.opts.Metrics != nil {
 		le.l.opts.Metrics.held(le.l.caps.Name, time.Since(le.granted))
+		le.l.opts.Metrics.permitsAdd(le.l.caps.Name, le.req, -1)
 		if errors.Is(err, ErrLost) {
 			le.l.opts.Metrics.leaseLost(le.l.caps.Name)
 		}

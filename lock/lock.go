@@ -130,6 +130,10 @@ type Capabilities struct {
 	CrossProcess bool
 	// Notify: a release wakes waiters by notification, not by polling.
 	Notify bool
+	// Semaphore and RWLock: the backend honours [Request.Share], so
+	// [NewSemaphore] and [NewRWLocker] accept it.
+	Semaphore bool
+	RWLock    bool
 }
 
 // Options configure a [Locker]. The zero value is valid and selects every

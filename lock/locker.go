@@ -13,6 +13,11 @@ import (
 // own constructors; users call those. It returns an error matching
 // [ErrInvalidOptions] for invalid opts.
 func New(b Backend, opts Options) (Locker, error) {
+	return newLocker(b, opts, Share{})
+}
+
+// newLocker builds a locker whose every request carries share.
+func newLocker(b Backend, opts Options, share Share) (*locker, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: nil backend", ErrInvalidOptions)
 	}
@@ -23,7 +28,7 @@ func New(b Backend, opts Options) (Locker, error) {
 	if !caps.TTL && opts.TTL > 0 {
 		return nil, fmt.Errorf("%w: backend %s has no TTL, but TTL is %v", ErrInvalidOptions, caps.Name, opts.TTL)
 	}
-	l := &locker{b: b, caps: caps, opts: opts, ttl: opts.TTL}
+	l := &locker{b: b, caps: caps, opts: opts, ttl: opts.TTL, share: share, closeBackend: true}
 	if l.ttl == 0 && caps.TTL {
 		l.ttl = b.DefaultTTL()
 	}
@@ -57,6 +62,9 @@ type locker struct {
 	once   sync.Once
 	err    error
 
+	share        Share // sent with every request: zero for a mutex
+	closeBackend bool  // Close closes b (false for the second locker of an RWLocker)
+
 	mu      sync.Mutex
 	waiting map[string]int // Acquire calls waiting, by key
 }
@@ -80,7 +88,9 @@ func (l *locker) startWaiting(key string) func() {
 	l.waiting[key]++
 	l.mu.Unlock()
 	l.opts.Metrics.waitingAdd(l.caps.Name, 1)
+	l.opts.Metrics.keyWaitingAdd(l.caps.Name, l.share, key, 1)
 	return func() {
+		l.opts.Metrics.keyWaitingAdd(l.caps.Name, l.share, key, -1)
 		l.mu.Lock()
 		if l.waiting[key]--; l.waiting[key] == 0 {
 			delete(l.waiting, key)
@@ -95,7 +105,9 @@ func (l *locker) Capabilities() Capabilities { return l.caps }
 func (l *locker) Close() error {
 	l.once.Do(func() {
 		l.cancel(ErrClosed)
-		l.err = l.b.Close()
+		if l.closeBackend {
+			l.err = l.b.Close()
+		}
 	})
 	return l.err
 }
@@ -122,7 +134,7 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	if l.timed() {
 		start = time.Now()
 	}
-	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl}
+	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl, Share: l.share}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
 		return l.grant(req, g, start, start)
@@ -257,7 +269,7 @@ func (l *locker) failed(ctx context.Context, req Request, err error) error {
 	if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		err = opaqueError{err}
 	}
-	if errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrInvalidOptions) || errors.Is(err, ErrClosed) {
+	if errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrInvalidOptions) || errors.Is(err, ErrClosed) || errors.Is(err, ErrLimitMismatch) {
 		return err
 	}
 	l.cleanup(req)
@@ -297,6 +309,7 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, err
 			return nil, fmt.Errorf("lock: acquire %q: granted %v after its local deadline: %w", req.Key, late, ErrLost)
 		}
 	}
+	l.opts.Metrics.permitsAdd(l.caps.Name, req, 1)
 	if l.timed() {
 		le.granted = time.Now()
 		l.opts.Metrics.acquired(l.caps.Name, "acquired", le.granted.Sub(start))

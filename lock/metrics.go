@@ -18,6 +18,8 @@ type Metrics struct {
 	refresh    *prometheus.CounterVec
 	lost       *prometheus.CounterVec
 	waiting    *prometheus.GaugeVec
+	permits    *prometheus.GaugeVec // semaphores and reader-writer locks, per key
+	keyWaiting *prometheus.GaugeVec // semaphores and reader-writer locks, per key
 }
 
 // NewMetrics returns collectors named haita_lock_*:
@@ -29,6 +31,14 @@ type Metrics struct {
 //	haita_lock_refresh_failures_total{backend}        failed refreshes
 //	haita_lock_lost_total{backend}                    leases that ended without Release
 //	haita_lock_waiting{backend}                       Acquire calls waiting now
+//	haita_lock_permits_in_use{backend,key}            permits held now by this process's
+//	                                                  semaphores (a writer counts all of
+//	                                                  lock.RWPermits), per key
+//	haita_lock_key_waiting{backend,key}               semaphore and RWLocker Acquire calls
+//	                                                  waiting now, per key
+//
+// The per-key series are only made for semaphores and RWLockers, whose keys
+// are usually few; a series stays at zero once its key is idle.
 func NewMetrics() *Metrics {
 	buckets := prometheus.ExponentialBuckets(0.0001, 4, 10) // 100µs … 26s
 	return &Metrics{
@@ -50,6 +60,12 @@ func NewMetrics() *Metrics {
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "haita_lock_waiting", Help: "Acquire calls waiting for a key held by another.",
 		}, []string{"backend"}),
+		permits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haita_lock_permits_in_use", Help: "Semaphore and reader-writer permits held, per key.",
+		}, []string{"backend", "key"}),
+		keyWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "haita_lock_key_waiting", Help: "Semaphore and reader-writer Acquire calls waiting, per key.",
+		}, []string{"backend", "key"}),
 	}
 }
 
@@ -61,6 +77,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.refresh.Describe(ch)
 	m.lost.Describe(ch)
 	m.waiting.Describe(ch)
+	m.permits.Describe(ch)
+	m.keyWaiting.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -71,6 +89,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.refresh.Collect(ch)
 	m.lost.Collect(ch)
 	m.waiting.Collect(ch)
+	m.permits.Collect(ch)
+	m.keyWaiting.Collect(ch)
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)

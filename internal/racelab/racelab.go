@@ -198,6 +198,8 @@ func Scenarios() []*Scenario {
 		pauseScenario(),
 		retryScenario(),
 		leadersScenario(),
+		capScenario(),
+		readMostlyScenario(),
 	}
 }
 

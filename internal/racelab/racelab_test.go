@@ -92,8 +92,8 @@ func TestEmbedded(t *testing.T) {
 			fixed++
 		}
 	}
-	if len(ids) != 11 {
-		t.Errorf("scenarios run: %v, want all 11", ids)
+	if want := len(racelab.Scenarios()); len(ids) != want {
+		t.Errorf("scenarios run: %v, want all %d", ids, want)
 	}
 	if processes < 4 || broken < 10 || fixed < 20 {
 		t.Errorf("%d process cases, %d broken, %d fixed: fewer than expected", processes, broken, fixed)

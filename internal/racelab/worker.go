@@ -18,6 +18,7 @@ import (
 var workerFuncs = map[string]func(ctx context.Context, w *worker) error{
 	"counter": counterWorker,
 	"pause":   pauseWorker,
+	"cap":     capWorker,
 }
 
 // worker is one worker process: its flags, its stats and its pipes.

@@ -122,7 +122,7 @@ func (l *Locker) Len() int {
 	return n
 }
 
-var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, LossDetection: true, Notify: true}
+var caps = lock.Capabilities{Name: "memlock", TTL: true, Fencing: true, LossDetection: true, Notify: true, Semaphore: true, RWLock: true}
 
 const shardCount = 64
 
@@ -135,6 +135,7 @@ type backend struct {
 	seed   maphash.Seed
 	tokens atomic.Uint64 // one counter for every key: strictly increasing per key too
 	shards [shardCount]shard
+	multi  multiKeys // semaphore and reader-writer keys (semaphore.go)
 }
 
 type shard struct {
@@ -269,6 +270,9 @@ func queued(ws []*waiter, w *waiter) bool {
 // sync.Mutex lets a running goroutine overtake, unless the first waiter has
 // been starving.
 func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
+	if req.Share.Limit > 0 {
+		return b.tryMulti(req)
+	}
 	s := b.shard(req.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -293,6 +297,9 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 
 // Waiting implements lock.WaitCounter: the waiters in key's queue.
 func (b *backend) Waiting(key string) int {
+	if n := b.multiWaiting(key); n > 0 {
+		return n
+	}
 	s := b.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,6 +321,9 @@ func held(key string, e *entry, now time.Time) error {
 // counts from the call, as lock.Queuer asks: the key was handed over later,
 // with a full TTL from then.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	if req.Share.Limit > 0 {
+		return b.waitMulti(ctx, req)
+	}
 	start := time.Now()
 	g, err := b.wait(ctx, req, start)
 	if err != nil || req.TTL == 0 {
@@ -446,6 +456,9 @@ func (b *backend) wait(ctx context.Context, req lock.Request, now time.Time) (lo
 }
 
 func (b *backend) Refresh(_ context.Context, req lock.Request) error {
+	if req.Share.Limit > 0 {
+		return b.refreshMulti(req)
+	}
 	s := b.shard(req.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -459,6 +472,9 @@ func (b *backend) Refresh(_ context.Context, req lock.Request) error {
 }
 
 func (b *backend) Release(_ context.Context, req lock.Request) error {
+	if req.Share.Limit > 0 {
+		return b.releaseMulti(req)
+	}
 	return b.release(req.Key, req.Owner)
 }
 

@@ -41,4 +41,20 @@
 // Redlock is not a consensus protocol: it assumes bounded clock drift and
 // bounded pauses. For leases that must survive those, use lock/etcdlock;
 // either way, guard writes with the fencing token.
+//
+// # No semaphores or reader-writer locks
+//
+// Redlock offers the mutex only (Capabilities.Semaphore and RWLock are
+// false). A mutex over a quorum is safe because any two majorities share an
+// instance, and that instance refuses the second holder. A semaphore has no
+// such witness: with 3 instances and 2 permits, holders A and B can win
+// majorities {1,2} and {2,3}, and C then finds room on {1,3} — instance 1
+// has only A, instance 3 only B — so three hold two permits, although every
+// instance kept its own count. Per-instance counts do not add up across
+// overlapping majorities; bounding the holders would need every grant to
+// see every other grant, which is a consensus protocol, not Redlock. The
+// same argument rules out shared/exclusive leases, since a writer's
+// exclusion is a count of readers. For semaphores across failures use
+// lock/etcdlock's Raft-replicated store, or a single Redis with
+// lock/redislock and accept its failover caveat.
 package redlock
