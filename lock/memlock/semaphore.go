@@ -52,8 +52,8 @@ type multiKey struct {
 	limit    int
 	used     int
 	expiring int // holders with an expiry: purge has work only then
-	holders map[lock.Owner]multiHolder
-	queue   []*multiWaiter // arrival order; queue[0] is served first
+	holders  map[lock.Owner]multiHolder
+	queue    []*multiWaiter // arrival order; queue[0] is served first
 }
 
 type multiHolder struct {
