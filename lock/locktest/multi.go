@@ -543,7 +543,23 @@ func (m *multi) testRWNotStarved(t *testing.T) {
 		}
 		res <- err
 	}()
-	WaitUntilWaiting(t, w.Writer(), key, 1)
+	// Wait for the writer to queue; readers hold the key all along, so a
+	// writer granted before it waits overlapped them.
+	deadline := time.Now().Add(30 * time.Second)
+	early := false
+	for w.Writer().Waiting(key) < 1 && !early {
+		select {
+		case err := <-res:
+			t.Errorf("writer granted (%v) while readers held the key, without waiting", err)
+			res <- err
+			early = true
+		default:
+			if time.Now().After(deadline) {
+				t.Fatalf("the writer is not waiting after 30s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
 	queued.Store(true)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
