@@ -237,6 +237,9 @@ func (b *semBackend) Try(ctx context.Context, req lock.Request) (lock.Grant, err
 			return lock.Grant{Token: lock.Token(resp.Header.Revision)}, nil
 		}
 	}
+	if !waiting {
+		b.dropLease(req)
+	}
 	return lock.Grant{}, &lock.HeldError{Key: req.Key} // contended: try again on the next wake-up
 }
 

@@ -302,13 +302,33 @@ func (m *multi) testSemWake(t *testing.T) {
 		}
 		got <- err
 	}()
-	WaitUntilWaiting(t, b, key, 1)
+	waitQueued(t, b, key, got, "a permit beyond the limit")
 	release(t, held[0])
 	if err := <-got; err != nil {
 		t.Errorf("waiter after a release: %v", err)
 	}
 	for _, le := range held[1:] {
 		release(t, le)
+	}
+}
+
+// waitQueued waits until l has a waiting Acquire for key, like
+// [WaitUntilWaiting]; when that Acquire's result arrives on res first, it
+// fails t (what must wait did not) and puts the result back.
+func waitQueued(t *testing.T, l lock.Locker, key string, res chan error, what string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for l.Waiting(key) < 1 {
+		select {
+		case err := <-res:
+			t.Errorf("%s was granted without waiting (%v)", what, err)
+			res <- err
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Acquire waits for %q after 30s", key)
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 
@@ -543,7 +563,9 @@ func (m *multi) testRWNotStarved(t *testing.T) {
 		}
 		res <- err
 	}()
-	WaitUntilWaiting(t, w.Writer(), key, 1)
+	// Readers hold the key all along: a writer granted without waiting
+	// overlapped them.
+	waitQueued(t, w.Writer(), key, res, "a writer while readers hold the key")
 	queued.Store(true)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -49,10 +49,11 @@ type multiKeys struct {
 
 // multiKey is one key's holders and its queue of waiters.
 type multiKey struct {
-	limit   int
-	used    int
-	holders map[lock.Owner]multiHolder
-	queue   []*multiWaiter // arrival order; queue[0] is served first
+	limit    int
+	used     int
+	expiring int // holders with an expiry: purge has work only then
+	holders  map[lock.Owner]multiHolder
+	queue    []*multiWaiter // arrival order; queue[0] is served first
 }
 
 type multiHolder struct {
@@ -90,17 +91,37 @@ func (m *multiKeys) get(req lock.Request, now time.Time) (*multiKey, error) {
 
 // purge frees expired permits and wakes the first waiter when it did.
 func (k *multiKey) purge(now time.Time) {
+	if k.expiring == 0 {
+		return
+	}
 	freed := false
 	for o, h := range k.holders {
 		if !h.expires.IsZero() && !now.Before(h.expires) {
-			delete(k.holders, o)
-			k.used -= h.weight
+			k.remove(o, h)
 			freed = true
 		}
 	}
 	if freed {
 		k.wakeHead()
 	}
+}
+
+// remove takes holder o off the key.
+func (k *multiKey) remove(o lock.Owner, h multiHolder) {
+	delete(k.holders, o)
+	k.used -= h.weight
+	if !h.expires.IsZero() {
+		k.expiring--
+	}
+}
+
+// now reads the clock when k or req has an expiry to judge; the zero time
+// otherwise, which keeps the path without TTLs cheap.
+func (k *multiKey) now(req lock.Request) time.Time {
+	if req.TTL == 0 && (k == nil || k.expiring == 0) {
+		return time.Time{}
+	}
+	return time.Now()
 }
 
 // fits reports whether weight more permits are free.
@@ -119,6 +140,9 @@ func (k *multiKey) wakeHead() {
 func (b *backend) takeMulti(k *multiKey, req lock.Request, now time.Time) lock.Token {
 	k.holders[req.Owner] = multiHolder{weight: req.Share.Weight, holder: req.Holder, expires: expiry(now, req.TTL)}
 	k.used += req.Share.Weight
+	if req.TTL > 0 {
+		k.expiring++
+	}
 	if k.used < k.limit {
 		k.wakeHead() // room for the next waiter too
 	}
@@ -150,7 +174,7 @@ var multiKeyPool = sync.Pool{New: func() any { return &multiKey{holders: make(ma
 func (m *multiKeys) drop(key string, k *multiKey) {
 	if len(k.holders) == 0 && len(k.queue) == 0 {
 		delete(m.m, key)
-		k.used, k.queue = 0, k.queue[:0]
+		k.used, k.expiring, k.queue = 0, 0, k.queue[:0]
 		multiKeyPool.Put(k)
 	}
 }
@@ -159,7 +183,7 @@ func (b *backend) tryMulti(req lock.Request) (lock.Grant, error) {
 	m := &b.multi
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
+	now := m.m[req.Key].now(req)
 	k, err := m.get(req, now)
 	if err != nil {
 		return lock.Grant{}, err
@@ -265,14 +289,13 @@ func (b *backend) releaseMulti(req lock.Request) error {
 	if k == nil {
 		return lock.ErrNotHeld
 	}
-	k.purge(time.Now())
+	k.purge(k.now(req))
 	h, ok := k.holders[req.Owner]
 	if !ok {
 		m.drop(req.Key, k)
 		return lock.ErrNotHeld
 	}
-	delete(k.holders, req.Owner)
-	k.used -= h.weight
+	k.remove(req.Owner, h)
 	k.wakeHead()
 	m.drop(req.Key, k)
 	return nil
