@@ -84,8 +84,7 @@ func New(cli Client, opts lock.Options, options ...Option) (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Started after lock.New accepted the options: it is stopped by Close.
-	b.w = newWatcher(cli, b.prefix)
+	b.w = newWatcher(cli)
 	return &Locker{l}, nil
 }
 
@@ -93,7 +92,7 @@ func New(cli Client, opts lock.Options, options ...Option) (*Locker, error) {
 type backend struct {
 	cli    Client
 	prefix string
-	w      *watcher // the long-lived watch on prefix
+	w      *watcher // the long-lived watches of keys with waiters
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
@@ -264,7 +263,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 		evs, lost := b.w.take(qw)
 		if resync || lost {
 			resync = false
-			if err := b.w.await(ctx); err != nil {
+			if err := b.w.await(ctx, qw); err != nil {
 				return lock.Grant{}, err
 			}
 			ahead, seen, err = b.count(ctx, me, rev)
