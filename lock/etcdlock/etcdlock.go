@@ -148,28 +148,35 @@ func (b *backend) queue(key string) string { return b.prefix + key + "\x00" }
 func (b *backend) member(req lock.Request) string { return b.queue(req.Key) + req.Owner.String() }
 
 // enqueue binds a lease to req.Owner and creates its key in the queue. It
-// returns the key's create revision, how many keys are ahead of it at that
-// revision, and when the lease's TTL started.
-func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev, ahead int64, leaseSent time.Time, err error) {
+// returns the key's create revision, the keys ahead of it at that revision
+// (every other key in the queue), and when the lease's TTL started.
+func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, ahead map[string]bool, leaseSent time.Time, err error) {
 	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
-		return 0, 0, time.Time{}, err
+		return 0, nil, time.Time{}, err
 	}
 	me := b.member(req)
-	// In the transaction the count sees the put: every other key in the
+	// In the transaction the read sees the put: every other key in the
 	// queue was created before this one.
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(me), "=", 0)).
 		Then(clientv3.OpPut(me, req.Holder, clientv3.WithLease(id)),
-			clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(), clientv3.WithCountOnly())).
+			clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
-		return 0, 0, time.Time{}, err
+		return 0, nil, time.Time{}, err
 	}
 	if !resp.Succeeded {
-		return 0, 0, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
+		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
 	}
-	return resp.Header.Revision, resp.Responses[1].GetResponseRange().Count - 1, leaseSent, nil
+	rev = resp.Header.Revision
+	ahead = make(map[string]bool)
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if kv.CreateRevision < rev {
+			ahead[string(kv.Key)] = true
+		}
+	}
+	return rev, ahead, leaseSent, nil
 }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
@@ -200,11 +207,11 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	return lock.Grant{Token: lock.Token(resp.Header.Revision), Validity: leaseSent.Add(req.TTL).Sub(sent)}, nil
 }
 
-// Wait queues for req.Key: it creates its key and counts the keys ahead of
-// it (created before it) until none is left. The count goes down with the
-// delete events of the Locker's long-lived watch on its prefix, which is
-// in effect before the key is created, so no delete after the count is
-// missed and none needs a read of its own.
+// Wait queues for req.Key: it creates its key, reading the keys ahead of it
+// (created before it) in the same transaction, and crosses them off as the
+// delete events of the key's long-lived watch come in until none is left.
+// The watch is in effect before the key is created, so no delete after the
+// read is missed, and none needs a read of its own.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	g, err := b.wait(ctx, req, start)
@@ -232,16 +239,16 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 	if err != nil {
 		return lock.Grant{}, err
 	}
-	// ahead counts the keys created before ours that exist at revision
-	// seen; deletes after seen come from the watch. No key created later
-	// can get ahead of ours.
+	// ahead is the keys created before ours that exist at revision seen;
+	// deletes after seen come from the watch. No key created later can get
+	// ahead of ours.
 	seen := rev
 	me := b.member(req)
 	id := b.leaseOf(req.Owner).id
 	keepAlive := time.NewTicker(req.TTL / 3)
 	defer keepAlive.Stop()
 	resync := false
-	for ahead > 0 {
+	for len(ahead) > 0 {
 		select {
 		case <-ctx.Done():
 			return lock.Grant{}, ctx.Err()
@@ -266,7 +273,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 			if err := b.w.await(ctx, qw); err != nil {
 				return lock.Grant{}, err
 			}
-			ahead, seen, err = b.count(ctx, me, rev)
+			ahead, seen, err = b.keysAhead(ctx, me, rev)
 			if err != nil {
 				return lock.Grant{}, err
 			}
@@ -280,9 +287,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 			if ev.key == me {
 				return lock.Grant{}, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
 			}
-			if ev.create < rev {
-				ahead--
-			}
+			delete(ahead, ev.key)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -293,10 +298,10 @@ func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (
 	return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
 }
 
-// count reads, in one transaction, that our key me (created at rev) still
-// exists and how many keys are ahead of it, and returns the revision it
-// read at.
-func (b *backend) count(ctx context.Context, me string, rev int64) (ahead, at int64, err error) {
+// keysAhead reads, in one transaction, that our key me (created at rev) still
+// exists and which keys are ahead of it, and returns the revision it read
+// at.
+func (b *backend) keysAhead(ctx context.Context, me string, rev int64) (ahead map[string]bool, at int64, err error) {
 	queue := me[:strings.IndexByte(me, 0)+1]
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(me), "=", rev)).
@@ -304,15 +309,15 @@ func (b *backend) count(ctx context.Context, me string, rev int64) (ahead, at in
 			clientv3.WithMaxCreateRev(rev-1))).
 		Commit()
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	if !resp.Succeeded {
-		return 0, 0, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
+		return nil, 0, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
 	}
-	// Counted here: the server's Count ignores the create-revision filter.
+	ahead = make(map[string]bool)
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if kv.CreateRevision < rev {
-			ahead++
+			ahead[string(kv.Key)] = true
 		}
 	}
 	return ahead, resp.Header.Revision, nil

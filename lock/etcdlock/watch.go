@@ -49,9 +49,8 @@ type keyWatch struct {
 
 // deleted is one delete in a queue, as a waiter needs it.
 type deleted struct {
-	key    string
-	create int64 // the deleted key's create revision; 0 when unknown
-	rev    int64 // the revision of the delete
+	key string
+	rev int64 // the revision of the delete
 }
 
 // queueWait is one waiter's subscription to the deletes of one queue.
@@ -171,7 +170,7 @@ func (w *watcher) watch(ctx context.Context, kw *keyWatch) bool {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := w.cli.Watch(wctx, kw.queue, clientv3.WithPrefix(), clientv3.WithFilterPut(),
-		clientv3.WithPrevKV(), clientv3.WithCreatedNotify())
+		clientv3.WithCreatedNotify())
 	created := false
 	for wr := range wch {
 		if wr.Err() != nil || wr.Canceled {
@@ -220,15 +219,8 @@ func (w *watcher) deliver(kw *keyWatch, evs []*clientv3.Event) {
 			continue
 		}
 		d := deleted{key: string(ev.Kv.Key), rev: ev.Kv.ModRevision}
-		if ev.PrevKv != nil {
-			d.create = ev.PrevKv.CreateRevision
-		}
 		for qw := range kw.waiters {
-			if d.create == 0 {
-				qw.resync = true // compacted away: which key it was is unknown
-			} else {
-				qw.events = append(qw.events, d)
-			}
+			qw.events = append(qw.events, d)
 			qw.wake()
 		}
 	}
