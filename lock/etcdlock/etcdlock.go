@@ -181,13 +181,25 @@ func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, ahe
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	sent := time.Now()
+	q := b.queue(req.Key)
+	if b.w.watched(q) {
+		// The key had waiters here lately, so it is likely held: look
+		// first. A transaction with a write goes through Raft even when
+		// its comparison fails; a read does not.
+		resp, err := b.cli.Get(ctx, q, clientv3.WithFirstCreate()...)
+		if err != nil {
+			return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
+		}
+		if len(resp.Kvs) > 0 {
+			return lock.Grant{}, &lock.HeldError{Key: req.Key, Holder: string(resp.Kvs[0].Value)}
+		}
+	}
 	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
 		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
 	}
 	// Create the key only if the queue is empty: a TryAcquire never takes
 	// a place in the queue, and a failed one writes nothing.
-	q := b.queue(req.Key)
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(q), "=", 0).WithPrefix()).
 		Then(clientv3.OpPut(b.member(req), req.Holder, clientv3.WithLease(id))).

@@ -97,6 +97,14 @@ func (w *watcher) join(ctx context.Context, queue string) (*queueWait, error) {
 	return qw, nil
 }
 
+// watched reports whether queue has a watch: it had local waiters within
+// the last watchLinger.
+func (w *watcher) watched(queue string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.keys[queue] != nil
+}
+
 // await returns once qw's watch is in effect, or ctx's error.
 func (w *watcher) await(ctx context.Context, qw *queueWait) error {
 	w.mu.Lock()
