@@ -29,30 +29,45 @@
 //
 // # Waiting
 //
-// A waiter watches only its predecessor (the key just ahead of it in the
-// queue), not the whole prefix, so a release wakes exactly one waiter. Its
-// watch starts at the current revision, which etcd serves from its "synced"
-// watcher group as events happen; a watch that starts at a past revision
-// lands in the "unsynced" group, which etcd serves from a loop every 100ms —
-// the delay that makes concurrency.Mutex hand a hot key over only about
-// ten times a second. Even a watch at the current revision lands there
-// when a write commits while etcd registers it (the server fixes the start
-// revision before it takes the store's lock), so on a busy key about one
-// watch in a hundred sees its event up to 100ms late. A delete before the
-// watch began is caught by reading
-// the predecessor again once the watch is in place. A waiter that finds its
-// predecessor was the only key ahead of it confirms with one read-only
-// transaction that its own key still exists and is first. A waiter gives its place
-// up (revokes its lease) when its context ends or the wait limit passes. Waiting leases are kept
-// alive with KeepAliveOnce every TTL/3.
+// A waiter creates its key and, in the same transaction, reads the keys
+// ahead of it (those created before it); it is first, and holds the lock,
+// once every one of them is deleted. It learns of the deletes from a watch
+// that its Locker keeps on the key's queue: one watch per Locker and lock
+// key, opened by the first waiter of that key, shared by all its waiters in
+// the Locker and kept open while the key has waiters and for ten seconds
+// after the last leaves. The waiter joins that watch before it creates its
+// key, so every delete after its read reaches it, and it crosses the
+// deleted keys off without another request: a release is one Raft write
+// and one event, and no waiter's key costs a read when its turn comes.
+//
+// The watch is kept open rather than opened per wait because of etcd's
+// "unsynced" watcher group, which etcd serves from a loop every 100ms: a
+// watch that starts at a past revision lands there, and so does a watch at
+// the current revision when a write commits while etcd registers it (the
+// server fixes the start revision before it takes the store's lock). On a
+// hot key writes commit all the time, so a watch opened at the moment of
+// waiting saw its event up to 100ms late about once in a hundred waits —
+// and concurrency.Mutex, which watches from a past revision, pays those
+// 100ms on every contended wait. A watch opened once is in the synced
+// group for good and delivers each delete as it commits. Keys nobody waits
+// for have no watch, so their releases cost no events.
+//
+// A watch that breaks (a compaction, a member that lost its leader: the
+// watch requires one) is opened again, and each of its waiters reads its
+// queue afresh once the new watch is in effect; the waiters also read it
+// every TTL/3, when they keep their own lease alive (KeepAliveOnce), as
+// insurance against a watch gone silent. A waiter whose own key is deleted
+// (its lease expired) fails with [lock.ErrLost]; one whose context ends or
+// whose wait limit passes gives its place up (deletes its key).
 //
 // A first attempt (TryAcquire, and Acquire before it queues) creates its key
 // only if the queue is empty — one transaction comparing the create revision
 // of the whole prefix — so it never jumps the queue, never leaves a key
 // behind, and on failure returns a *lock.HeldError naming the head of the
-// queue. Queueing is a second transaction that creates the key and, reading
-// its own write, returns the predecessor; when the predecessor's watch
-// starts at that same revision no further read is needed.
+// queue. etcd sends a transaction with a write through Raft even when its
+// comparison fails, so on a key that had waiters in the Locker lately (its
+// watch is open) the attempt first reads the queue and reports the key held
+// without writing when it is not empty.
 //
 // # Expiry
 //

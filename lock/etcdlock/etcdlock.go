@@ -10,7 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -85,6 +84,7 @@ func New(cli Client, opts lock.Options, options ...Option) (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.w = newWatcher(cli)
 	return &Locker{l}, nil
 }
 
@@ -92,6 +92,7 @@ func New(cli Client, opts lock.Options, options ...Option) (*Locker, error) {
 type backend struct {
 	cli    Client
 	prefix string
+	w      *watcher // the long-lived watches of keys with waiters
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
@@ -147,46 +148,58 @@ func (b *backend) queue(key string) string { return b.prefix + key + "\x00" }
 func (b *backend) member(req lock.Request) string { return b.queue(req.Key) + req.Owner.String() }
 
 // enqueue binds a lease to req.Owner and creates its key in the queue. It
-// returns the key's create revision, its predecessor (nil when first),
-// whether that predecessor is the only key ahead, and when the lease's TTL
-// started.
-func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, pred *mvccpb.KeyValue, only bool, leaseSent time.Time, err error) {
+// returns the key's create revision, the keys ahead of it at that revision
+// (every other key in the queue), and when the lease's TTL started.
+func (b *backend) enqueue(ctx context.Context, req lock.Request) (rev int64, ahead map[string]bool, leaseSent time.Time, err error) {
 	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
-		return 0, nil, false, time.Time{}, err
+		return 0, nil, time.Time{}, err
 	}
 	me := b.member(req)
-	// In the transaction the read sees the put: the newest two keys are
-	// this one and its predecessor.
+	// In the transaction the read sees the put: every other key in the
+	// queue was created before this one.
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(me), "=", 0)).
 		Then(clientv3.OpPut(me, req.Holder, clientv3.WithLease(id)),
-			clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(),
-				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))).
+			clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
-		return 0, nil, false, time.Time{}, err
+		return 0, nil, time.Time{}, err
 	}
 	if !resp.Succeeded {
-		return 0, nil, false, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
+		return 0, nil, time.Time{}, fmt.Errorf("etcdlock: key %q exists already", me)
 	}
 	rev = resp.Header.Revision
-	rr := resp.Responses[1].GetResponseRange()
-	if len(rr.Kvs) < 2 {
-		return rev, nil, false, leaseSent, nil
+	ahead = make(map[string]bool)
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if kv.CreateRevision < rev {
+			ahead[string(kv.Key)] = true
+		}
 	}
-	return rev, rr.Kvs[1], !rr.More, leaseSent, nil
+	return rev, ahead, leaseSent, nil
 }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	sent := time.Now()
+	q := b.queue(req.Key)
+	if b.w.watched(q) {
+		// The key had waiters here lately, so it is likely held: look
+		// first. A transaction with a write goes through Raft even when
+		// its comparison fails; a read does not.
+		resp, err := b.cli.Get(ctx, q, clientv3.WithFirstCreate()...)
+		if err != nil {
+			return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
+		}
+		if len(resp.Kvs) > 0 {
+			return lock.Grant{}, &lock.HeldError{Key: req.Key, Holder: string(resp.Kvs[0].Value)}
+		}
+	}
 	id, leaseSent, err := b.lease(ctx, req)
 	if err != nil {
 		return lock.Grant{}, fmt.Errorf("etcdlock: acquire: %w", err)
 	}
 	// Create the key only if the queue is empty: a TryAcquire never takes
 	// a place in the queue, and a failed one writes nothing.
-	q := b.queue(req.Key)
 	resp, err := b.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(q), "=", 0).WithPrefix()).
 		Then(clientv3.OpPut(b.member(req), req.Holder, clientv3.WithLease(id))).
@@ -206,12 +219,11 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	return lock.Grant{Token: lock.Token(resp.Header.Revision), Validity: leaseSent.Add(req.TTL).Sub(sent)}, nil
 }
 
-// Wait queues for req.Key: it creates its key and watches only its
-// predecessor's (the key with the greatest create revision below its own)
-// until it is first. Watches start at the current revision, so etcd serves
-// them from its synced group as events happen; a delete that happened
-// before the watch began is caught by reading the predecessor again once
-// the watch is in place.
+// Wait queues for req.Key: it creates its key, reading the keys ahead of it
+// (created before it) in the same transaction, and crosses them off as the
+// delete events of the key's long-lived watch come in until none is left.
+// The watch is in effect before the key is created, so no delete after the
+// read is missed, and none needs a read of its own.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	g, err := b.wait(ctx, req, start)
@@ -230,194 +242,97 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 }
 
 func (b *backend) wait(ctx context.Context, req lock.Request, start time.Time) (lock.Grant, error) {
-	rev, predKV, only, renewed, err := b.enqueue(ctx, req)
+	qw, err := b.w.join(ctx, b.queue(req.Key))
 	if err != nil {
 		return lock.Grant{}, err
 	}
-	grant := func() (lock.Grant, error) {
-		if err := ctx.Err(); err != nil {
-			return lock.Grant{}, err
-		}
-		// Counted from Wait's start, which is after the Locker's: an
-		// earlier deadline than the server's.
-		return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
+	defer b.w.leave(qw)
+	rev, ahead, renewed, err := b.enqueue(ctx, req)
+	if err != nil {
+		return lock.Grant{}, err
 	}
-	if predKV == nil {
-		return grant() // first in the transaction that created our key
-	}
+	// ahead is the keys created before ours that exist at revision seen;
+	// deletes after seen come from the watch. No key created later can get
+	// ahead of ours.
+	seen := rev
 	me := b.member(req)
-	// confirm makes sure, in one transaction, that our own key still exists
-	// (our lease did not expire while we waited) and is first in the
-	// queue. A waiter must never report a grant from a predecessor's delete
-	// alone: its own key may be gone, and then somebody else is first.
-	confirm := func() (ok bool, ahead string, seenAt int64, err error) {
-		resp, err := b.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(me), "=", rev)).
-			Then(clientv3.OpGet(b.queue(req.Key), clientv3.WithPrefix(),
-				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))).
-			Commit()
-		if err != nil {
-			return false, "", 0, err
-		}
-		if !resp.Succeeded {
-			return false, "", 0, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
-		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 1 && string(kvs[0].Key) != me {
-			return false, string(kvs[0].Key), resp.Header.Revision, nil
-		}
-		return true, "", 0, nil
-	}
-	granted := func() (lock.Grant, error) {
-		for {
-			ok, ahead, seenAt, err := confirm()
-			if err != nil {
-				return lock.Grant{}, err
-			}
-			if ok {
-				return grant()
-			}
-			// A key is still ahead (it cannot be one created after ours):
-			// wait for its delete, unless it may have gone before the
-			// watch started, which the next confirm sees.
-			wch, stop := b.watch(ctx, ahead)
-			createdAt, err := b.awaitCreated(ctx, wch)
-			if err == nil && createdAt <= seenAt {
-				err = b.awaitDelete(ctx, wch)
-			}
-			stop()
-			if err != nil && ctx.Err() != nil {
-				return lock.Grant{}, ctx.Err()
-			}
-			// Any other error: confirm again, which reads the queue afresh.
-		}
-	}
 	id := b.leaseOf(req.Owner).id
 	keepAlive := time.NewTicker(req.TTL / 3)
 	defer keepAlive.Stop()
-
-	var (
-		watched string // the predecessor being watched
-		wch     clientv3.WatchChan
-		stop    context.CancelFunc = func() {}
-	)
-	defer func() { stop() }()
-	pred, seenAt := string(predKV.Key), rev // pred existed at revision seenAt
-	for {
-		if pred == "" {
-			resp, err := b.cli.Get(ctx, b.queue(req.Key), append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
-			if err != nil {
-				return lock.Grant{}, err
-			}
-			if len(resp.Kvs) == 0 {
-				return granted()
-			}
-			pred, seenAt = string(resp.Kvs[0].Key), resp.Header.Revision
-			// Without More, pred is the only key ahead: once it is gone
-			// this waiter is first, as no key created later can get
-			// ahead of it.
-			only = !resp.More
-		}
-		if pred != watched {
-			stop()
-			wch, stop = b.watch(ctx, pred)
-			watched = pred
-			createdAt, err := b.awaitCreated(ctx, wch)
-			if err != nil {
-				return lock.Grant{}, err
-			}
-			if createdAt > seenAt {
-				// The watch covers revisions after createdAt only; pred
-				// may have gone in between: read it again.
-				pred = ""
-				continue
-			}
-		}
-	events:
-		for {
-			select {
-			case <-ctx.Done():
-				return lock.Grant{}, ctx.Err()
-			case <-keepAlive.C:
-				sent := time.Now()
-				_, err := b.cli.KeepAliveOnce(ctx, id)
-				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-					return lock.Grant{}, fmt.Errorf("the waiting lease expired: %w", err)
-				}
-				if err == nil {
-					renewed = sent
-				}
-				// Another error (a member down) is retried at the next
-				// tick. Read the queue again as well: the watch resumes
-				// after a broken connection, but cheap insurance.
-				pred = ""
-				break events
-			case wr, ok := <-wch:
-				if !ok || wr.Err() != nil {
-					watched, pred = "", "" // watch broken: start another
-					break events
-				}
-				for _, ev := range wr.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						if only {
-							return granted()
-						}
-						pred = ""
-						break events
-					}
-				}
-			}
-		}
-	}
-}
-
-// watch watches key's deletion from the current revision; the caller must
-// call stop.
-func (b *backend) watch(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
-	wctx, stop := context.WithCancel(ctx)
-	return b.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), stop
-}
-
-// awaitDelete waits for a delete event on a created watch.
-func (b *backend) awaitDelete(ctx context.Context, wch clientv3.WatchChan) error {
-	for {
+	resync := false
+	for len(ahead) > 0 {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case wr, ok := <-wch:
-			if !ok {
-				return errors.New("watch closed")
+			return lock.Grant{}, ctx.Err()
+		case <-keepAlive.C:
+			sent := time.Now()
+			_, err := b.cli.KeepAliveOnce(ctx, id)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				return lock.Grant{}, fmt.Errorf("the waiting lease expired: %w", err)
 			}
-			if err := wr.Err(); err != nil {
-				return err
+			if err == nil {
+				renewed = sent
 			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					return nil
-				}
+			// Another error (a member down) is retried at the next tick.
+			// Read the queue again as well: cheap insurance against a
+			// watch that went silent.
+			resync = true
+		case <-qw.c:
+		}
+		evs, lost := b.w.take(qw)
+		if resync || lost {
+			resync = false
+			if err := b.w.await(ctx, qw); err != nil {
+				return lock.Grant{}, err
 			}
+			ahead, seen, err = b.keysAhead(ctx, me, rev)
+			if err != nil {
+				return lock.Grant{}, err
+			}
+			// Deletes taken now at or before seen are in the count;
+			// later ones are applied below.
+		}
+		for _, ev := range evs {
+			if ev.rev <= seen {
+				continue
+			}
+			if ev.key == me {
+				return lock.Grant{}, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
+			}
+			delete(ahead, ev.key)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return lock.Grant{}, err
+	}
+	// Counted from Wait's start, which is after the Locker's: an earlier
+	// deadline than the server's.
+	return lock.Grant{Token: lock.Token(rev), Validity: renewed.Add(req.TTL).Sub(start)}, nil
 }
 
-// awaitCreated waits for a watch's created notification and returns the
-// revision the watch started after.
-func (b *backend) awaitCreated(ctx context.Context, wch clientv3.WatchChan) (int64, error) {
-	select {
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case wr, ok := <-wch:
-		if !ok {
-			if ctx.Err() != nil {
-				return 0, ctx.Err()
-			}
-			return 0, errors.New("watch closed before it was created")
-		}
-		if err := wr.Err(); err != nil {
-			return 0, err
-		}
-		return wr.Header.Revision, nil
+// keysAhead reads, in one transaction, that our key me (created at rev) still
+// exists and which keys are ahead of it, and returns the revision it read
+// at.
+func (b *backend) keysAhead(ctx context.Context, me string, rev int64) (ahead map[string]bool, at int64, err error) {
+	queue := me[:strings.IndexByte(me, 0)+1]
+	resp, err := b.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(me), "=", rev)).
+		Then(clientv3.OpGet(queue, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithMaxCreateRev(rev-1))).
+		Commit()
+	if err != nil {
+		return nil, 0, err
 	}
+	if !resp.Succeeded {
+		return nil, 0, fmt.Errorf("%w: the waiting lease expired and its queue key is gone", lock.ErrLost)
+	}
+	ahead = make(map[string]bool)
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		if kv.CreateRevision < rev {
+			ahead[string(kv.Key)] = true
+		}
+	}
+	return ahead, resp.Header.Revision, nil
 }
 
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
@@ -548,6 +463,9 @@ func (b *backend) revoke(id clientv3.LeaseID) {
 }
 
 func (b *backend) Close() error {
+	if b.w != nil {
+		b.w.close()
+	}
 	b.mu.Lock()
 	b.closed = true
 	spares := b.spares

@@ -337,3 +337,75 @@ func TestWaiterLeaseKeptAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestWaiterLeavingDoesNotGrantNext queues two waiters behind a holder and
+// cancels the first: its key's delete must not let the second through while
+// the holder still holds the key.
+func TestWaiterLeavingDoesNotGrantNext(t *testing.T) {
+	cli := client(t, testserver.Etcd(t, 1).Endpoints())
+	l, err := etcdlock.New(cli, lock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const key = "leaving"
+	// queued waits until the queue's length satisfies ok.
+	queued := func(ok func(int64) bool) {
+		t.Helper()
+		for {
+			resp, err := cli.Get(t.Context(), etcdlock.DefaultPrefix+key+"\x00", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok(resp.Count) {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	is := func(n int64) func(int64) bool { return func(c int64) bool { return c == n } }
+	holder, err := l.Acquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, cancel1 := context.WithCancel(t.Context())
+	defer cancel1()
+	first := make(chan error, 1)
+	go func() {
+		_, err := l.Acquire(ctx1, key)
+		first <- err
+	}()
+	queued(is(2))
+	var released sync.Mutex
+	releasedYet := false
+	second := make(chan error, 1)
+	go func() {
+		le, err := l.Acquire(t.Context(), key)
+		if err == nil {
+			released.Lock()
+			if !releasedYet {
+				err = errors.New("second waiter granted while the holder holds the key")
+			}
+			released.Unlock()
+			_ = le.Release(context.Background())
+		}
+		second <- err
+	}()
+	queued(is(3))
+	cancel1()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first waiter: %v, want context.Canceled", err)
+	}
+	// The first waiter's key is gone (the second's too, if it was let
+	// through).
+	queued(func(c int64) bool { return c <= 2 })
+	released.Lock()
+	releasedYet = true
+	released.Unlock()
+	if err := holder.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}

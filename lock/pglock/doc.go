@@ -16,46 +16,69 @@
 // current holder and its remaining time when the key is taken. A live row is
 // seen without locking it, so a failed attempt writes nothing. Refresh and
 // Release check the owner value and the expiry: an UPDATE … WHERE key = $1
-// AND owner = $2 AND expires_at > now(). Release marks the row free rather
-// than deleting it (so that a token can never go backwards, see the comment
-// on the statements) and calls pg_notify in the same statement, so the
-// notification is delivered when, and only if, the release commits.
+// AND owner = $2 AND expires_at > now(). Release hands the row to the next
+// waiter (see Waiting) or marks it free rather than deleting it (so that a
+// token can never go backwards, see the comment on the statements), and
+// calls pg_notify in the same statement, so the notification is delivered
+// when, and only if, the release commits.
 //
 // # Waiting
 //
-// Each Locker keeps one dedicated connection that LISTENs on a channel named
-// after the table, opened on the first wait and closed by Close. The
-// notification's payload is the key.
+// Waiters of every process queue in the database, in a wait table beside
+// the lease table (its name + "_wait"): one row per waiting Acquire with the
+// key, its place (a value drawn from the token sequence), owner value,
+// holder, TTL, the channel its Locker listens on, and an expiry. Each Locker
+// keeps one dedicated connection that LISTENs on the table's channel and on
+// a channel of its own, opened on the first wait and closed by Close.
 //
-// The waiters of one Locker queue per key in the order they came (FIFO
-// within a Locker, kept by [lock.WaitQueue]): only the first asks the database, and is woken by a
-// notification; the others wait behind it without a round trip, and an
-// Acquire or TryAcquire of the same Locker on a key it has waiters for is
-// told the key is held without asking. A release by the same Locker hands
-// the key straight to the first waiter in one statement — an UPDATE that
-// sets the waiter's owner value, holder and expiry and draws a new token
-// from the sequence, with no NOTIFY since the row never becomes free — so a
-// handoff costs one commit instead of a release, a notification and an
-// acquire, and a goroutine that releases and at once acquires again cannot
-// barge ahead of goroutines that have been waiting. The handed-over lease's
-// local deadline counts from when that UPDATE was sent. A key handed to a
-// waiter that gave up in the meantime is released again. After 8 handoffs
-// in a row a release frees the row and notifies, so waiters in other
-// processes get a turn; they compete with the Locker's first waiter as
-// usual, so the order across processes is not FIFO
-// (lock.Capabilities.FIFO is false).
+// Acquire first tries the acquire statement; when the key is held, one
+// statement takes it if it has come free meanwhile and otherwise queues the
+// waiter. A release hands the key to the oldest live waiter in one
+// statement: it gives the lease row that waiter's owner value, holder and a
+// new token from the sequence, with an expiry of the waiter's TTL from now
+// (never earlier than the waiter row's expiry), deletes the waiter's row,
+// and notifies that waiter's channel alone ("token owner key"); the row
+// never becomes free, so no other waiter is woken and none can barge in. A
+// waiter of the releasing Locker is told at once, without the notification.
+// A handoff also notifies, with the key, a channel named the table's name +
+// "_held" that only holder readers ([lock.Locker.WatchHolder]) listen on.
+// Only a release that finds nobody waiting frees the row and notifies the
+// table's channel with the key. So a hot key costs one durable commit per
+// handoff whichever process the next waiter lives in, and waiters are served
+// in the order they queued. The waiters of one Locker queue there in the
+// order they came, and an Acquire or TryAcquire of a Locker on a key it has
+// waiters for is told the key is held without asking.
 //
-// A wait whose wake-up was lost — the listening connection broke, or the
-// holder's lease ended without a release — is covered by the poll fallback (lock.Options.PollInterval, 1s by default) and by the
-// holder's expiry, which a HeldError reports. An acquire statement whose
-// caller gave up is left to finish and its grant, if any, released, since
-// the server runs it anyway.
+// A waiter's local deadline counts from its last statement that set its
+// row's expiry (the queueing, or the latest keep-alive), which the
+// handed-over lease's expiry is never earlier than. A waiter pushes its
+// row's expiry forward every TTL/3. A waiter process that dies leaves a row
+// that expires within its TTL and is skipped after that; a key handed to it
+// before then is held by nobody until that lease's expiry, when the waiters
+// behind it, which time their next look by the holder's expiry, take it. A
+// row locked at the moment of a release (its waiter is leaving, or keeping
+// it alive) is skipped rather than waited for; a release that skips the last
+// waiter frees the key and notifies the table's channel, which wakes it. A
+// waiter whose row is gone (it expired while its process stalled) queues
+// again at the end. A waiter that gives up deletes its row and releases the
+// key if a release handed it over meanwhile, which hands it on.
+//
+// Wake-ups lost while the listening connection is down are covered by a
+// look at every reconnect and by a 50ms poll while disconnected. The wait
+// table is UNLOGGED: queueing is not a durable commit, and a crash or
+// failover that empties it only sends waiters back to the end of a new
+// queue (at their next keep-alive or wake-up); the lease table, which
+// carries exclusion, stays logged. A statement of a waiter whose caller gave
+// up is left to finish before the waiter cleans up, since the server runs it
+// anyway.
 //
 // # The table
 //
 // Nothing is created silently. Call [CreateTable] (pgx) or [CreateTableDB]
 // (database/sql) once, or ship the statements [Schema] returns in your own
-// migrations. The table is a regular, WAL-logged table: a lease row that
+// migrations; a database set up for an earlier version needs the wait table
+// added (CreateTable again, or the last statement of Schema), or every
+// contended Acquire fails. The table is a regular, WAL-logged table: a lease row that
 // vanished in a crash (as an UNLOGGED table's rows do) would let a second
 // client take a key the first still believes it holds, and an unlogged table
 // is not replicated to standbys. Commits use the server's synchronous_commit

@@ -60,4 +60,14 @@ func ExampleSchema() {
 	// 	token      bigint      NOT NULL,
 	// 	expires_at timestamptz NOT NULL
 	// );
+	// CREATE UNLOGGED TABLE IF NOT EXISTS "app"."locks_wait" (
+	// 	key        text        NOT NULL,
+	// 	seq        bigint      NOT NULL,
+	// 	owner      text        NOT NULL,
+	// 	holder     text        NOT NULL,
+	// 	channel    text        NOT NULL,
+	// 	ttl        bigint      NOT NULL,
+	// 	expires_at timestamptz NOT NULL,
+	// 	PRIMARY KEY (key, seq)
+	// );
 }

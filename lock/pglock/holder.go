@@ -43,14 +43,15 @@ var _ lock.HolderNotifier = (*backend)(nil)
 
 // SubscribeHolder implements lock.HolderNotifier with a LISTEN on a
 // connection of its own (the Locker's listener serves waiters, and a reader
-// must not take a waiter's place): a release that frees the key wakes the
-// reader; a new holder, a handoff within one Locker and an expiry notify
-// nothing. The LISTEN is in effect when it returns.
+// must not take a waiter's place): a release that frees the key, and one
+// that hands it to a queued waiter (on a channel of its own, the table's
+// name + "_held", which waiters do not listen on), wake the reader; a new
+// holder of a free key and an expiry notify nothing. The LISTEN is in effect when it returns.
 func (b *backend) SubscribeHolder(ctx context.Context, key string) (lock.Subscription, error) {
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &listenSub{c: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	ready := make(chan error, 1)
-	listen := "LISTEN " + pgx.Identifier{b.n.channel}.Sanitize()
+	listen := "LISTEN " + pgx.Identifier{b.n.channel}.Sanitize() + "; LISTEN " + pgx.Identifier{b.n.held}.Sanitize()
 	go func() {
 		defer close(s.done)
 		defer close(s.c)

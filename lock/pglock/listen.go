@@ -2,24 +2,22 @@ package pglock
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/haita/haita/lock"
 )
 
-// listener keeps one connection LISTENing on the table's channel. A
-// notification (payload: the key) wakes the first local waiter of that key
-// in the Locker's lock.WaitQueue, which keeps the waiters' order. It starts
-// on the first subscribe and reconnects with backoff until close.
+// listener keeps one connection LISTENing on the table's channel and on
+// the Locker's own channel. A notification on the table's channel (payload:
+// a key freed with nobody queued) wakes the Locker's waiters of that key; one
+// on its own channel ("token owner key") hands a key to one of its waiters.
+// It starts on the first wait and reconnects with backoff until close.
 type listener struct {
 	c       client
-	channel string
-	q       *lock.WaitQueue
+	channel string // the table's
+	own     string // the Locker's
+	ws      *waiters
 
 	mu      sync.Mutex
 	started bool
@@ -27,27 +25,28 @@ type listener struct {
 	up      bool          // LISTEN is in effect on a live connection
 	attempt chan struct{} // closed when the current connection attempt ends
 	tried   bool          // attempt is closed
-	lastErr error
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
-func newListener(c client, channel string, q *lock.WaitQueue) *listener {
-	return &listener{c: c, channel: channel, q: q}
+func newListener(c client, channel, own string, ws *waiters) *listener {
+	return &listener{c: c, channel: channel, own: own, ws: ws}
 }
 
-// errNotListening is returned by subscribe while the listening connection is
-// down; the Locker then polls.
-var errNotListening = errors.New("pglock: not listening for releases")
+// listening reports whether LISTEN is in effect.
+func (l *listener) listening() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.up
+}
 
-// subscribe puts a waiter for req at the end of its key's queue. When it
-// returns without error, LISTEN is in effect, so every release committed
-// afterwards is delivered.
-func (l *listener) subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+// start starts the listener unless it runs, and waits for its current
+// connection attempt, or for ctx. Without a connection, waiters poll.
+func (l *listener) start(ctx context.Context) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil, lock.ErrClosed
+		return
 	}
 	if !l.started {
 		l.started = true
@@ -57,30 +56,23 @@ func (l *listener) subscribe(ctx context.Context, req lock.Request) (lock.Subscr
 		l.done = make(chan struct{})
 		go l.run(lctx)
 	}
-	if !l.up {
-		attempt := l.attempt
+	if l.up {
 		l.mu.Unlock()
-		select {
-		case <-attempt:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		l.mu.Lock()
-		if !l.up {
-			err := l.lastErr
-			l.mu.Unlock()
-			return nil, fmt.Errorf("%w: %w", errNotListening, err)
-		}
+		return
 	}
+	attempt := l.attempt
 	l.mu.Unlock()
-	return l.q.Join(req), nil
+	select {
+	case <-attempt:
+	case <-ctx.Done():
+	}
 }
 
 func (l *listener) run(ctx context.Context) {
 	defer close(l.done)
 	const maxBackoff = 5 * time.Second
 	backoff := 50 * time.Millisecond
-	listen := "LISTEN " + pgx.Identifier{l.channel}.Sanitize()
+	listen := "LISTEN " + pgx.Identifier{l.channel}.Sanitize() + "; LISTEN " + pgx.Identifier{l.own}.Sanitize()
 	for {
 		err := l.c.listen(ctx, func(conn *pgx.Conn) error {
 			if _, err := conn.Exec(ctx, listen); err != nil {
@@ -93,7 +85,11 @@ func (l *listener) run(ctx context.Context) {
 				if err != nil {
 					return err
 				}
-				l.deliver(n.Payload)
+				if n.Channel == l.own {
+					l.ws.handedPayload(n.Payload)
+				} else {
+					l.ws.wakeKey(n.Payload)
+				}
 			}
 		})
 		l.setDown(err)
@@ -116,25 +112,21 @@ func (l *listener) setUp() {
 		l.tried = true
 		close(l.attempt)
 	}
-	// Releases while the connection was down were missed: let the first
-	// waiter of every key try again.
-	l.q.WakeAll()
+	// Releases while the connection was down were missed: let every
+	// waiter look again.
+	l.ws.wakeKey("")
 }
 
 func (l *listener) setDown(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.up = false
-	l.lastErr = err
 	if !l.tried {
 		close(l.attempt)
 	}
 	l.attempt = make(chan struct{})
 	l.tried = false
 }
-
-// deliver wakes the first waiter of key: only it asks the database.
-func (l *listener) deliver(key string) { l.q.Wake(key) }
 
 func (l *listener) close() {
 	l.mu.Lock()

@@ -72,8 +72,9 @@ func NewDB(db *sql.DB, opts lock.Options, options ...Option) (*Locker, error) {
 	return newLocker(dbClient{db}, opts, options)
 }
 
-// Schema returns the statements that create the lease table and its token
-// sequence (idempotent: IF NOT EXISTS), for use in migrations. An empty
+// Schema returns the statements that create the lease table, its token
+// sequence and its wait table (the table's name + "_wait"; idempotent: IF
+// NOT EXISTS), for use in migrations. An empty
 // table selects [DefaultTable]. It returns an error matching
 // [lock.ErrInvalidOptions] for an invalid name.
 func Schema(table string) (string, error) {
@@ -89,7 +90,17 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	token      bigint      NOT NULL,
 	expires_at timestamptz NOT NULL
 );
-`, n.table, n.seq), nil
+CREATE UNLOGGED TABLE IF NOT EXISTS %[3]s (
+	key        text        NOT NULL,
+	seq        bigint      NOT NULL,
+	owner      text        NOT NULL,
+	holder     text        NOT NULL,
+	channel    text        NOT NULL,
+	ttl        bigint      NOT NULL,
+	expires_at timestamptz NOT NULL,
+	PRIMARY KEY (key, seq)
+);
+`, n.table, n.seq, n.wait), nil
 }
 
 // CreateTable creates the lease table and its sequence with pool unless
@@ -129,8 +140,13 @@ var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 type names struct {
 	table   string // quoted, possibly schema-qualified
 	seq     string // quoted sequence name: the table's name + "_token"
+	wait    string // quoted wait table: the table's name + "_wait"
 	seqText string // the sequence for nextval('…'), as a regclass literal
 	channel string // LISTEN/NOTIFY channel: the table name as given
+	// held is the channel a handoff to a queued waiter notifies with the
+	// key, for holder readers: the channel + "_held" (within PostgreSQL's
+	// 63 bytes for a name of at most 57).
+	held string
 }
 
 func parseTable(table string) (names, error) {
@@ -159,10 +175,13 @@ func parseTable(table string) (names, error) {
 		}
 		return strings.Join(q, ".")
 	}
-	seqParts := append([]string(nil), parts...)
-	seqParts[len(seqParts)-1] += "_token"
-	seq := quote(seqParts)
-	return names{table: quote(parts), seq: seq, seqText: "'" + seq + "'", channel: table}, nil
+	suffixed := func(suffix string) string {
+		ps := append([]string(nil), parts...)
+		ps[len(ps)-1] += suffix
+		return quote(ps)
+	}
+	seq := suffixed("_token")
+	return names{table: quote(parts), seq: seq, seqText: "'" + seq + "'", wait: suffixed("_wait"), channel: table, held: table + "_held"}, nil
 }
 
 func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
@@ -178,12 +197,16 @@ func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
 		return nil, err
 	}
 	b := &backend{c: c, n: n}
-	b.acquireSQL = fmt.Sprintf(acquireSQL, n.table, n.seqText)
-	b.refreshSQL = fmt.Sprintf(refreshSQL, n.table)
-	b.releaseSQL = fmt.Sprintf(releaseSQL, n.table)
-	b.handoffSQL = fmt.Sprintf(handoffSQL, n.table, n.seqText)
-	b.q = lock.NewWaitQueue(b.releaseOrphan)
-	b.l = newListener(c, n.channel, b.q)
+	b.bg, b.stop = context.WithCancel(context.Background())
+	f := func(stmt string) string { return fmt.Sprintf(stmt, n.table, n.seqText, n.wait) }
+	b.acquireSQL = f(acquireSQL)
+	b.refreshSQL = f(refreshSQL)
+	b.releaseSQL = f(queueReleaseSQL)
+	b.enqueueSQL = f(enqueueSQL)
+	b.checkSQL = f(checkSQL)
+	b.heartbeatSQL = f(heartbeatSQL)
+	b.leaveSQL = f(leaveSQL)
+	b.l = newListener(c, n.channel, "haita_"+lock.NewOwner().String()[:16], &b.ws)
 	l, err := lock.New(b, opts)
 	if err != nil {
 		return nil, err
@@ -225,46 +248,33 @@ SELECT coalesce((SELECT token FROM ins), 0),
 
 	refreshSQL = `UPDATE %[1]s SET expires_at = now() + $3::bigint * interval '1 microsecond'
 WHERE key = $1 AND owner = $2 AND expires_at > now()`
-
-	// The notification is sent only when the release commits.
-	releaseSQL = `WITH r AS (
-	UPDATE %[1]s SET owner = '', holder = '', expires_at = '-infinity'
-	WHERE key = $1 AND owner = $2 AND expires_at > now()
-	RETURNING key
-)
-SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM (SELECT pg_notify($3, key) FROM r) n)`
-
-	// A release that hands the key to another owner ($3, holder $4, TTL $5
-	// microseconds) of the same Locker: the row never becomes free, so
-	// nobody is notified. The token is drawn under the row lock, like the
-	// acquire's UPDATE branch. Returns the new token, or 0 when $2 does not
-	// hold the key.
-	handoffSQL = `WITH h AS (
-	UPDATE %[1]s SET owner = $3, holder = $4, token = nextval(%[2]s),
-		expires_at = now() + $5::bigint * interval '1 microsecond'
-	WHERE key = $1 AND owner = $2 AND expires_at > now()
-	RETURNING token
-)
-SELECT coalesce((SELECT token FROM h), 0)`
 )
 
-// backend implements lock.Backend and lock.Notifier.
+// backend implements lock.Backend and lock.Queuer.
 type backend struct {
-	c          client
-	n          names
-	q          *lock.WaitQueue // the Locker's local waiters
-	l          *listener
-	acquireSQL string
-	refreshSQL string
-	releaseSQL string
-	handoffSQL string
+	c            client
+	n            names
+	ws           waiters // the Locker's queued waiters
+	l            *listener
+	acquireSQL   string
+	refreshSQL   string
+	releaseSQL   string
+	enqueueSQL   string
+	checkSQL     string
+	heartbeatSQL string
+	leaveSQL     string
 
 	det lock.Detached // statements acquire left running
+
+	// bg is the context of waiters' statements, which do not end with
+	// their callers' (see stmtContext); it ends with Close.
+	bg   context.Context
+	stop context.CancelFunc
 }
 
 var (
-	_ lock.Backend  = (*backend)(nil)
-	_ lock.Notifier = (*backend)(nil)
+	_ lock.Backend = (*backend)(nil)
+	_ lock.Queuer  = (*backend)(nil)
 )
 
 func (b *backend) Capabilities() lock.Capabilities {
@@ -272,8 +282,8 @@ func (b *backend) Capabilities() lock.Capabilities {
 		Name:    "postgres",
 		TTL:     true,
 		Fencing: true,
-		// Waiters of one Locker are served in order; other processes'
-		// waiters race them when a release frees the key.
+		// Waiters queue in the wait table, but an attempt that finds the
+		// key free between a release and a queued waiter's look takes it.
 		FIFO:          false,
 		LossDetection: true, // Refresh checks owner and expiry on the server
 		CrossProcess:  true,
@@ -284,17 +294,12 @@ func (b *backend) Capabilities() lock.Capabilities {
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	switch g, v := b.q.Gate(req); v {
-	case lock.HandedOver:
-		return g, nil
-	case lock.Queued:
+	if b.ws.waiting(req.Key) {
+		// Queue behind this Locker's waiters without a round trip: the
+		// key is held, or about to go to one of them.
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
 	}
-	g, err := b.acquire(ctx, req)
-	if err == nil {
-		b.q.Took(req)
-	}
-	return g, err
+	return b.acquire(ctx, req)
 }
 
 // acquire runs the acquire statement without abandoning it when ctx ends
@@ -338,62 +343,45 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-// Release hands the key straight to the first local waiter (see
-// [lock.WaitQueue]) in one UPDATE that gives the row a new owner and token,
-// and frees it otherwise.
+// Release hands the key to the oldest live waiter in the wait table, of
+// any process, in one statement that notifies that waiter alone; with
+// nobody waiting it frees the row and notifies the table's channel. A
+// waiter of this Locker is told at once.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
-	h := b.q.Handoff(req)
-	if h == nil {
-		return b.release(ctx, req)
-	}
-	var token int64
-	sent := time.Now()
-	err := b.c.queryRow(ctx, b.handoffSQL, req.Key, req.Owner.String(),
-		h.To.Owner.String(), h.To.Holder, h.To.TTL.Microseconds()).Scan(&token)
-	switch {
-	case err == nil && token > 0:
-		h.Done(lock.Grant{Token: lock.Token(token)}, sent)
-		return nil
-	case err == nil:
-		h.Failed()
-		return fmt.Errorf("pglock: release %q: %w", req.Key, lock.ErrNotHeld)
-	default:
-		// The key may have gone to the waiter: take it back.
-		b.releaseOrphan(h.To)
-		h.Failed()
-		return fmt.Errorf("pglock: release: %w", err)
-	}
+	return b.release(ctx, req)
 }
 
-// releaseOrphan frees a key that may have been handed to a waiter that
-// left, with a fresh context: the caller's may be why the waiter left.
+// releaseOrphan frees a key that may have gone to a waiter that left, with
+// a fresh context: the caller's may be why the waiter left.
 func (b *backend) releaseOrphan(req lock.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = b.release(ctx, req)
 }
 
-// release frees the key if req.Owner holds it and notifies waiters.
+// release frees the key, or hands it on, if req.Owner holds it.
 func (b *backend) release(ctx context.Context, req lock.Request) error {
-	var released, notified int64
-	err := b.c.queryRow(ctx, b.releaseSQL, req.Key, req.Owner.String(), b.n.channel).Scan(&released, &notified)
+	var released, token, notified, notifiedHeld int64
+	var next string
+	err := b.c.queryRow(ctx, b.releaseSQL, req.Key, req.Owner.String(), b.n.channel, b.n.held).
+		Scan(&released, &next, &token, &notified, &notifiedHeld)
 	if err != nil {
 		return fmt.Errorf("pglock: release: %w", err)
 	}
 	if released == 0 {
 		return fmt.Errorf("pglock: release %q: %w", req.Key, lock.ErrNotHeld)
 	}
+	if next != "" {
+		b.ws.handed(next, token)
+	}
 	return nil
 }
 
-func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
-	return b.l.subscribe(ctx, req)
-}
-
-// Close stops the listener and the statements acquire left running, and
-// waits for them.
+// Close stops the listener, the waiters' statements and the statements
+// acquire left running, and waits for them.
 func (b *backend) Close() error {
 	b.l.close()
+	b.stop()
 	b.det.Close()
 	return nil
 }

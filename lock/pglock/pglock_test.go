@@ -598,3 +598,89 @@ func TestHandoffToLeavingWaiter(t *testing.T) {
 	}
 	t.Logf("%d waiters got the key, %d left", got, left)
 }
+
+const envWaiterChild = "PGLOCK_TEST_WAITER_DSN"
+
+// TestKilledWaiter queues a child process's Acquire behind a holder, then a
+// waiter of this process behind it, kills the child with SIGKILL and
+// releases: the release hands the key to the dead child's queue row, and the
+// key must still reach the live waiter once that grant's lease ends, within
+// about a TTL.
+func TestKilledWaiter(t *testing.T) {
+	const key = "killed-waiter"
+	const ttl = 2 * time.Second
+	if dsn := os.Getenv(envWaiterChild); dsn != "" {
+		pool, err := pgxpool.New(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		l, err := pglock.New(pool, lock.Options{TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		_, err = l.Acquire(context.Background(), key) // killed while it waits
+		t.Fatal(err)
+	}
+	pool := openPool(t, "")
+	queued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			var c int
+			err := pool.QueryRow(t.Context(), "SELECT count(*) FROM haita_locks_wait WHERE key = $1", key).Scan(&c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters queued, want %d", c, n)
+			}
+		}
+	}
+	holder := newLocker(t, pool, lock.Options{TTL: ttl})
+	le, err := holder.Acquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWaiter$")
+	cmd.Env = append(os.Environ(), envWaiterChild+"="+pool.Config().ConnString())
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	queued(1)
+	waiter := newLocker(t, pool, lock.Options{TTL: ttl})
+	got := make(chan *lock.Lease, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		le2, err := waiter.Acquire(ctx, key)
+		if err != nil {
+			t.Errorf("live waiter: %v", err)
+		}
+		got <- le2
+	}()
+	queued(2)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	released := time.Now()
+	if err := le.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	le2 := <-got
+	if le2 == nil {
+		return
+	}
+	t.Logf("the live waiter got the key %v after the release to the dead one; tokens %d then %d", time.Since(released), le.Token(), le2.Token())
+	if le2.Token() <= le.Token() {
+		t.Errorf("token %d not greater than %d", le2.Token(), le.Token())
+	}
+	if err := le2.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
