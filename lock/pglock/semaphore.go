@@ -239,7 +239,7 @@ SELECT count(*) FROM (SELECT pg_notify($3, $1) FROM d
 	WHERE NOT EXISTS (SELECT FROM ` + s.waiters + ` w WHERE w.key = $1 AND w.seq < d.seq)) n`,
 	}
 	b.q = lock.NewWaitQueue(func(lock.Request) {})
-	b.l = newListener(c, s.channel, b.q)
+	b.l = newSemListener(c, s.channel, b.q)
 	return b, nil
 }
 
@@ -252,7 +252,7 @@ type semBackend struct {
 	c          client
 	s          semTables
 	q          *lock.WaitQueue
-	l          *listener
+	l          *semListener
 	acquireSQL string
 	queueSQL   string
 	refreshSQL string
