@@ -55,13 +55,19 @@ var (
 	//go:embed refresh.lua
 	refreshLua    string
 	refreshScript = redis.NewScript(refreshLua)
+	//go:embed wait.lua
+	waitLua    string
+	waitScript = redis.NewScript(waitLua)
 )
 
+
 // New returns a Locker on one Redis deployment reached through c: a single
-// server, Sentinel or Cluster. The default TTL is [DefaultTTL] and the
-// fallback poll while waiting is 1s. The Locker does not close c. It returns
-// an error matching [lock.ErrInvalidOptions] for a nil c, a nil option or
-// invalid opts.
+// server, Sentinel or Cluster. The default TTL is [DefaultTTL]. A waiter
+// that no notification reaches asks Redis again after opts.PollInterval
+// (default 1s), at the holder's expiry, and at a third of its own TTL,
+// which keeps its place in the queue. The Locker does not close c. It
+// returns an error matching [lock.ErrInvalidOptions] for a nil c, a nil
+// option or invalid opts.
 //
 // The Locker keeps one pub/sub connection, opened when a first Acquire has
 // to wait, shared by all its waiters; Close closes it.
@@ -76,9 +82,10 @@ func New(c Client, opts lock.Options, options ...Option) (*Locker, error) {
 		}
 		o(&cfg)
 	}
-	b := &backend{c: c, prefix: cfg.prefix}
-	b.q = lock.NewWaitQueue(b.releaseOrphan)
-	b.hub = newHub(c, b.q)
+	b := &backend{c: c, prefix: cfg.prefix, poll: opts.PollInterval, hub: newHub(c)}
+	if b.poll <= 0 {
+		b.poll = time.Second
+	}
 	l, err := lock.New(b, opts)
 	if err != nil {
 		return nil, err
@@ -86,17 +93,18 @@ func New(c Client, opts lock.Options, options ...Option) (*Locker, error) {
 	return &Locker{l}, nil
 }
 
-// backend implements lock.Backend and lock.Notifier on Redis.
+// backend implements lock.Backend and lock.Queuer on Redis.
 type backend struct {
 	c      Client
 	prefix string
-	q      *lock.WaitQueue // the Locker's local waiters
+	poll   time.Duration
 	hub    *hub
 }
 
 var (
-	_ lock.Backend  = (*backend)(nil)
-	_ lock.Notifier = (*backend)(nil)
+	_ lock.Backend     = (*backend)(nil)
+	_ lock.Queuer      = (*backend)(nil)
+	_ lock.WaitCounter = (*backend)(nil)
 )
 
 func (b *backend) Capabilities() lock.Capabilities {
@@ -104,7 +112,7 @@ func (b *backend) Capabilities() lock.Capabilities {
 		Name:          "redis",
 		TTL:           true,
 		Fencing:       true,
-		FIFO:          false,
+		FIFO:          true,  // haita's waiters queue in Redis, across processes
 		LossDetection: true,  // refresh compares the owner and reports the key gone
 		FailoverSafe:  false, // replication is asynchronous: a failover can lose a grant
 		CrossProcess:  true,
@@ -116,30 +124,30 @@ func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
 
 func (b *backend) Close() error { return b.hub.close() }
 
-// keys returns the Redis key of a lock key and the fencing counter in its
-// hash slot.
+// keys returns the Redis key of a lock key, the fencing counter in its hash
+// slot, and the key's queue and waiters' hash, in the same slot.
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+	return []string{
+		k,
+		redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"),
+		redisslot.CounterKey(k, ":haita:q:"+k),
+		redisslot.CounterKey(k, ":haita:w:"+k),
+	}
 }
 
-func channel(redisKey string) string { return "haita:released:" + redisKey }
+// grantChannel is the channel on which a release that hands redisKey to a
+// waiter names it.
+func grantChannel(redisKey string) string { return "haita:released:" + redisKey }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	switch g, v := b.q.Gate(req); v {
-	case lock.HandedOver:
-		return g, nil
-	case lock.Queued:
-		return lock.Grant{}, &lock.HeldError{Key: req.Key}
-	}
 	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
 	switch {
 	case err != nil:
 		return lock.Grant{}, err
 	case n > 0:
-		b.q.Took(req)
 		return lock.Grant{Token: lock.Token(n)}, nil
 	case n == -1:
 		return lock.Grant{}, &lock.HeldError{Key: req.Key}
@@ -160,53 +168,100 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-// Release frees the key, or hands it straight to the first local waiter
-// (see [lock.WaitQueue]) inside the release script: one round trip, and the
-// waiter needs none.
+// Release frees the key, or hands it to the first waiter in Redis's queue
+// inside the release script: one round trip, and a waiter of this Locker
+// learns of it when the answer comes back.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
-	redisKey := b.prefix + req.Key
-	h := b.q.Handoff(req)
-	nextOwner, nextTTL := "", "0"
-	if h != nil {
-		nextOwner, nextTTL = h.To.Owner.String(), ms(h.To.TTL)
-	}
 	sent := time.Now()
-	n, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), nextOwner, nextTTL).Int64()
-	if h == nil {
-		switch {
-		case err != nil:
-			return err
-		case n < 0:
-			return lock.ErrNotHeld
-		}
-		return nil
-	}
-	if err == nil && n > 0 {
-		h.Done(lock.Grant{Token: lock.Token(n)}, sent)
-		return nil
-	}
-	if err != nil {
-		// The key may have gone to the waiter: take it back for it.
-		b.releaseOrphan(h.To)
-	}
-	h.Failed()
+	res, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), grantChannel(b.prefix+req.Key)).Slice()
 	if err != nil {
 		return err
 	}
-	return lock.ErrNotHeld
+	if len(res) == 0 {
+		return fmt.Errorf("redislock: release script answered %v", res)
+	}
+	switch n, _ := res[0].(int64); {
+	case n < 0:
+		return lock.ErrNotHeld
+	case n > 0 && len(res) == 2:
+		if next, ok := res[1].(string); ok {
+			b.hub.hand(next, handed{token: lock.Token(n), at: sent})
+		}
+	}
+	return nil
 }
 
-// releaseOrphan frees a key handed to a waiter that has left, with a fresh
-// context: the caller's may be why the waiter left.
-func (b *backend) releaseOrphan(req lock.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// Wait queues req in Redis and waits for its turn: a release hands the key
+// over and names the new owner on the key's grant channel, or the key is
+// deleted or expires and the first waiter takes it.
+func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	start := time.Now()
+	var grant <-chan handed
+	var poke <-chan struct{}
+	w, err := b.hub.join(ctx, b.prefix+req.Key, req.Owner.String())
+	switch {
+	case err == nil:
+		defer w.leave()
+		grant, poke = w.grant, w.poke
+	case ctx.Err() != nil:
+		return lock.Grant{}, ctx.Err()
+	}
+	// Without notifications the poll below still finds the key.
+	grantAfter := func(g handed) lock.Grant {
+		return lock.Grant{Token: g.token, Validity: g.at.Sub(start) + req.TTL}
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	keys := b.keys(req.Key)
+	for {
+		sent := time.Now()
+		res, err := waitScript.Run(ctx, b.c, keys, req.Owner.String(), ms(req.TTL)).Int64Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("redislock: wait script answered %v", res)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return lock.Grant{}, b.leave(ctx, req)
+			}
+			return lock.Grant{}, err
+		}
+		token, pttl := res[0], res[1]
+		if token > 0 {
+			return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
+		}
+		if w != nil {
+			w.setQueued(true)
+			if pttl == -2 {
+				w.pokeNext()
+			}
+		}
+		d := min(b.poll, req.TTL/3)
+		if pttl >= 0 {
+			d = min(d, time.Duration(pttl+1)*time.Millisecond)
+		}
+		timer.Reset(d)
+		select {
+		case g := <-grant:
+			return grantAfter(g), nil
+		case <-poke:
+		case <-timer.C:
+		case <-ctx.Done():
+			return lock.Grant{}, b.leave(ctx, req)
+		}
+	}
+}
+
+// leave takes an abandoned wait out of Redis's queue, and releases the key
+// (handing it on) if a release gave it to req meanwhile, with a fresh
+// context: ctx, the wait's, has ended. It returns ctx's error.
+func (b *backend) leave(ctx context.Context, req lock.Request) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	redisKey := b.prefix + req.Key
-	_ = releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), channel(redisKey), "", "0").Err()
+	_ = b.Release(rctx, req)
+	return ctx.Err()
 }
 
-// Subscribe implements lock.Notifier on the Locker's shared pub/sub
-// connection. The subscription is confirmed by Redis before it returns.
-func (b *backend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
-	return b.hub.subscribe(ctx, channel(b.prefix+req.Key), req)
-}
+// Waiting implements lock.WaitCounter: the waiters of this Locker that
+// Redis has queued for key.
+func (b *backend) Waiting(key string) int { return b.hub.waiting(b.prefix + key) }

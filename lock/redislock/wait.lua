@@ -1,0 +1,55 @@
+-- One step of a waiting acquire by owner ARGV[1] with a TTL of ARGV[2]
+-- milliseconds. KEYS: the lock key, the fencing counter, the queue (a sorted
+-- set of owners by arrival) and the waiters' hash (owner -> "deadline ttl"
+-- while queued, "g token" once a release handed the key over).
+-- Returns {token, pttl} when the owner holds the key now (taken here, or
+-- handed over by a release); otherwise it queues the owner, or keeps its
+-- place with a deadline ARGV[2] milliseconds from now, and returns {0, pttl}
+-- with the key's remaining milliseconds (-1: no expiry), or {0, -2} when the
+-- key is free but an earlier waiter has the next turn.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local v = redis.call('HGET', KEYS[4], owner)
+if v and string.sub(v, 1, 2) == 'g ' then
+	redis.call('HDEL', KEYS[4], owner)
+	if redis.call('GET', KEYS[1]) == owner then
+		return {tonumber(string.sub(v, 3)), redis.call('PTTL', KEYS[1])}
+	end
+	v = nil -- handed over and expired unseen: queue again
+end
+local first
+while true do
+	local m = redis.call('ZRANGE', KEYS[3], 0, 0)
+	if #m == 0 then
+		break
+	end
+	local w = redis.call('HGET', KEYS[4], m[1])
+	local d = w and tonumber(string.match(w, '^(%d+) '))
+	if d and d >= now then
+		first = m[1]
+		break
+	end
+	redis.call('ZREM', KEYS[3], m[1])
+	redis.call('HDEL', KEYS[4], m[1])
+end
+if (first == nil or first == owner) and redis.call('SET', KEYS[1], owner, 'NX', 'PX', ttl) then
+	redis.call('ZREM', KEYS[3], owner)
+	redis.call('HDEL', KEYS[4], owner)
+	return {redis.call('INCR', KEYS[2]), ttl}
+end
+if redis.call('ZSCORE', KEYS[3], owner) == false then
+	redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000000 + tonumber(t[2]), owner)
+end
+redis.call('HSET', KEYS[4], owner, (now + ttl) .. ' ' .. ttl)
+if redis.call('PTTL', KEYS[3]) < ttl then
+	redis.call('PEXPIRE', KEYS[3], ttl)
+end
+if redis.call('PTTL', KEYS[4]) < ttl then
+	redis.call('PEXPIRE', KEYS[4], ttl)
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then
+	return {0, -2}
+end
+return {0, pttl}
