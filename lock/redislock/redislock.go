@@ -60,7 +60,6 @@ var (
 	waitScript = redis.NewScript(waitLua)
 )
 
-
 // New returns a Locker on one Redis deployment reached through c: a single
 // server, Sentinel or Cluster. The default TTL is [DefaultTTL]. A waiter
 // that no notification reaches asks Redis again after opts.PollInterval
