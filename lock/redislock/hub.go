@@ -2,6 +2,8 @@ package redislock
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,16 +27,27 @@ import (
 // process has it). A resubscription after a reconnect pokes every waiter of
 // the key: grants may have been lost meanwhile, and Redis keeps them.
 type hub struct {
-	c  Client
-	db int // the database of keyspace channels
+	c      Client
+	db     int           // the database of keyspace channels
+	linger time.Duration // how long a key nobody waits for stays subscribed
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // nil until the first subscription
 	keys   map[string]*keyState
 	chans  map[string]*keyState // by grant and keyspace channel
 	owners map[string]*waiter   // by owner
+	tried  map[string]queued    // queued by Try, not yet waiting, by owner
 	closed bool
-	done   chan struct{} // closed when the reader goroutine ends
+	done   chan struct{}  // closed when the reader goroutine ends
+	timers sync.WaitGroup // linger timers armed or running
+}
+
+// queued is what Try knew when it queued an owner: the key's subscription
+// (ks, nil if none was in force) and its generation, and the key's PTTL.
+type queued struct {
+	ks   *keyState
+	gen  int
+	pttl int64
 }
 
 // keyState is one Redis key, its channels and its local waiters.
@@ -47,7 +60,20 @@ type keyState struct {
 	subSent      int  // SUBSCRIBE commands sent for the key
 	subConfirmed int  // their confirmations received, in order
 	pending      []*pendingSub
+	gen          int         // counts subscriptions and resubscriptions
+	linger       *time.Timer // unsubscribes when nobody waits
+	recent       []grantNote // grants to owners not (yet) waiting here
 }
+
+// grantNote is a grant message for an owner that had no waiter here when
+// it came: Try may have queued it, and its Wait not have joined yet.
+type grantNote struct {
+	owner string
+	g     handed
+}
+
+// maxRecent bounds a key's recent grant notes.
+const maxRecent = 16
 
 // pendingSub is a waiter waiting for the confirmation of a SUBSCRIBE.
 type pendingSub struct {
@@ -74,22 +100,50 @@ type waiter struct {
 	queued bool          // in Redis's queue; guarded by h.mu
 }
 
-func newHub(c Client) *hub {
-	h := &hub{c: c, keys: make(map[string]*keyState), chans: make(map[string]*keyState), owners: make(map[string]*waiter)}
+func newHub(c Client, linger time.Duration) *hub {
+	h := &hub{
+		c: c, linger: linger,
+		keys: make(map[string]*keyState), chans: make(map[string]*keyState),
+		owners: make(map[string]*waiter), tried: make(map[string]queued),
+	}
 	if o, ok := c.(interface{ Options() *redis.Options }); ok {
 		h.db = o.Options().DB
 	}
 	return h
 }
 
+// snapshot returns what a Try that queues owner for redisKey now must
+// remember for its Wait: the key's subscription if one is confirmed.
+func (h *hub) snapshot(redisKey string) queued {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ks := h.keys[redisKey]; ks != nil && ks.subscribed && ks.subConfirmed == ks.subSent {
+		return queued{ks: ks, gen: ks.gen}
+	}
+	return queued{}
+}
+
+// remember records that Try queued owner.
+func (h *hub) remember(owner string, q queued) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.tried[owner] = q
+	}
+}
+
 // join registers a waiter for owner on redisKey and returns it once Redis
 // has confirmed the key's subscriptions, so that no grant or deletion after
-// join returns is missed. The caller must call leave.
-func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, error) {
+// join returns is missed. The caller must call leave. When Try queued owner
+// while the same subscription was in force, join also returns true and what
+// Try learnt: no grant since then can have been missed.
+func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, queued, bool, error) {
 	h.mu.Lock()
+	tried, wasTried := h.tried[owner]
+	delete(h.tried, owner)
 	if h.closed {
 		h.mu.Unlock()
-		return nil, lock.ErrClosed
+		return nil, tried, false, lock.ErrClosed
 	}
 	ks := h.keys[redisKey]
 	if ks == nil {
@@ -104,15 +158,28 @@ func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, error)
 	w := &waiter{h: h, ks: ks, owner: owner, grant: make(chan handed, 1), poke: make(chan struct{}, 1)}
 	ks.waiters = append(ks.waiters, w)
 	h.owners[owner] = w
+	if ks.linger != nil && ks.linger.Stop() {
+		h.timers.Done()
+	}
+	ks.linger = nil
+	for i, n := range ks.recent {
+		if n.owner == owner {
+			w.give(n.g)
+			ks.recent = slices.Delete(ks.recent, i, i+1)
+			break
+		}
+	}
+	continuous := wasTried && tried.ks == ks && tried.gen == ks.gen && ks.subscribed
 	if !ks.subscribed {
 		ks.subscribed = true
 		ks.subSent++
+		ks.gen++
 		if err := h.send(ctx, "subscribe", ks); err != nil {
 			ks.subSent--
 			ks.subscribed = false
 			h.mu.Unlock()
 			w.leave()
-			return nil, err
+			return nil, tried, false, err
 		}
 	}
 	p := &pendingSub{want: ks.subSent, ready: make(chan struct{})}
@@ -124,7 +191,7 @@ func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, error)
 	h.mu.Unlock()
 	select {
 	case <-p.ready:
-		return w, nil
+		return w, tried, continuous, nil
 	case <-ctx.Done():
 		h.mu.Lock()
 		if i := slices.Index(ks.pending, p); i >= 0 {
@@ -132,12 +199,13 @@ func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, error)
 		}
 		h.mu.Unlock()
 		w.leave()
-		return nil, ctx.Err()
+		return nil, tried, false, ctx.Err()
 	}
 }
 
-// leave takes w out of its key's waiters, unsubscribing when it was the
-// last.
+// leave takes w out of its key's waiters. When it was the last, the key
+// stays subscribed for the hub's linger time, so that a contender that
+// waits again and again does not subscribe each time.
 func (w *waiter) leave() {
 	h, ks := w.h, w.ks
 	h.mu.Lock()
@@ -153,8 +221,29 @@ func (w *waiter) leave() {
 	if len(ks.waiters) > 0 {
 		return
 	}
+	if ks.subscribed && !h.closed && h.ps != nil && ks.linger == nil {
+		h.timers.Add(1)
+		ks.linger = time.AfterFunc(h.linger, func() {
+			defer h.timers.Done()
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if ks.linger == nil || len(ks.waiters) > 0 {
+				return
+			}
+			ks.linger = nil
+			h.unsubscribe(ks)
+		})
+		return
+	}
+	h.unsubscribe(ks)
+}
+
+// unsubscribe ends ks's subscription, now that nobody waits for the key.
+// h.mu is held.
+func (h *hub) unsubscribe(ks *keyState) {
 	if ks.subscribed && !h.closed && h.ps != nil {
 		ks.subscribed = false
+		ks.recent = nil
 		_ = h.send(context.Background(), "unsubscribe", ks)
 	}
 	h.forget(ks)
@@ -231,8 +320,7 @@ func (h *hub) send(ctx context.Context, cmd string, ks *keyState) error {
 		}
 		h.ps = ps
 		h.done = make(chan struct{})
-		msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-		go h.read(msgs)
+		go h.read(ps)
 		return nil
 	}
 	if cmd == "subscribe" {
@@ -241,10 +329,35 @@ func (h *hub) send(ctx context.Context, cmd string, ks *keyState) error {
 	return h.ps.Unsubscribe(ctx, ks.grantCh, ks.kspCh)
 }
 
-// read dispatches confirmations and messages until the pub/sub closes.
-func (h *hub) read(msgs <-chan any) {
+// pingAfter is how long the reader waits for a message before it pings the
+// server, to find a connection that died without a word.
+const pingAfter = 5 * time.Second
+
+// read dispatches confirmations and messages until the pub/sub closes. It
+// reads the connection itself rather than through go-redis's channel: one
+// goroutine hop less between a grant and its waiter. A failed read or ping
+// makes go-redis reconnect and resubscribe.
+func (h *hub) read(ps *redis.PubSub) {
 	defer close(h.done)
-	for m := range msgs {
+	ctx := context.Background()
+	failures := 0
+	for {
+		m, err := ps.ReceiveTimeout(ctx, pingAfter)
+		if errors.Is(err, redis.ErrClosed) {
+			return
+		}
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			_ = ps.Ping(ctx)
+			continue
+		}
+		if err != nil {
+			if failures++; failures > 1 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		failures = 0
 		h.mu.Lock()
 		switch m := m.(type) {
 		case *redis.Subscription:
@@ -256,8 +369,10 @@ func (h *hub) read(msgs <-chan any) {
 			}
 			ks.subConfirmed++
 			if ks.subConfirmed > ks.subSent {
-				// A resubscription after a reconnect.
+				// A resubscription after a reconnect: grants may have been
+				// lost meanwhile.
 				ks.subConfirmed = ks.subSent
+				ks.gen++
 				for _, w := range ks.waiters {
 					w.wake()
 				}
@@ -278,9 +393,18 @@ func (h *hub) read(msgs <-chan any) {
 			if m.Channel == ks.grantCh {
 				owner, token, ok := strings.Cut(m.Payload, " ")
 				n, err := strconv.ParseUint(token, 10, 64)
-				if w := h.owners[owner]; ok && err == nil && w != nil && w.ks == ks {
-					w.give(handed{token: lock.Token(n), at: time.Now()})
+				if !ok || err != nil {
+					break
 				}
+				g := handed{token: lock.Token(n), at: time.Now()}
+				if w := h.owners[owner]; w != nil && w.ks == ks {
+					w.give(g)
+					break
+				}
+				if len(ks.recent) == maxRecent {
+					ks.recent = slices.Delete(ks.recent, 0, 1)
+				}
+				ks.recent = append(ks.recent, grantNote{owner: owner, g: g})
 				break
 			}
 			switch m.Payload {
@@ -312,7 +436,15 @@ func (h *hub) close() error {
 	}
 	h.closed = true
 	ps, done := h.ps, h.done
+	for _, ks := range h.keys {
+		if ks.linger != nil && ks.linger.Stop() {
+			h.timers.Done()
+		}
+		ks.linger = nil
+	}
+	h.tried = nil
 	h.mu.Unlock()
+	h.timers.Wait()
 	if ps == nil {
 		return nil
 	}

@@ -45,6 +45,11 @@ var _ lock.Locker = (*Locker)(nil)
 // DefaultTTL is the TTL of a lease when Options.TTL is zero.
 const DefaultTTL = 30 * time.Second
 
+// linger is how long a Locker stays subscribed to a key after its last
+// waiter left: a contender that waits again soon does not pay for a
+// SUBSCRIBE and an UNSUBSCRIBE each time.
+const linger = time.Second
+
 var (
 	//go:embed acquire.lua
 	acquireLua    string
@@ -81,7 +86,7 @@ func New(c Client, opts lock.Options, options ...Option) (*Locker, error) {
 		}
 		o(&cfg)
 	}
-	b := &backend{c: c, prefix: cfg.prefix, poll: opts.PollInterval, hub: newHub(c)}
+	b := &backend{c: c, prefix: cfg.prefix, poll: opts.PollInterval, hub: newHub(c, linger)}
 	if b.poll <= 0 {
 		b.poll = time.Second
 	}
@@ -141,7 +146,13 @@ func grantChannel(redisKey string) string { return "haita:released:" + redisKey 
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
+// Try takes the key if it is free and nobody queues for it. A waiting
+// request (req.Wait) that finds it held joins Redis's queue in the same
+// round trip, and Wait then only waits.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	if req.Wait {
+		return b.tryQueue(ctx, req)
+	}
 	n, err := acquireScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64()
 	switch {
 	case err != nil:
@@ -154,6 +165,39 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		pttl := time.Duration(-2-n) * time.Millisecond
 		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: time.Now().Add(pttl)}
 	}
+}
+
+// tryQueue is Try for a waiting request: one step of the wait script.
+func (b *backend) tryQueue(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	snap := b.hub.snapshot(b.prefix + req.Key)
+	token, pttl, err := b.step(ctx, req)
+	switch {
+	case err != nil:
+		return lock.Grant{}, err
+	case token > 0:
+		return lock.Grant{Token: lock.Token(token), Validity: time.Duration(pttl) * time.Millisecond}, nil
+	}
+	snap.pttl = pttl
+	b.hub.remember(req.Owner.String(), snap)
+	held := &lock.HeldError{Key: req.Key}
+	if pttl >= 0 {
+		held.ExpiresAt = time.Now().Add(time.Duration(pttl) * time.Millisecond)
+	}
+	return lock.Grant{}, held
+}
+
+// step runs the wait script once for req: a token > 0 when req holds the
+// key now, else 0 and the key's PTTL in ms (-1: no expiry; -2: free, but an
+// earlier waiter's turn).
+func (b *backend) step(ctx context.Context, req lock.Request) (token, pttl int64, err error) {
+	res, err := waitScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), ms(req.TTL)).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("redislock: wait script answered %v", res)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return res[0], res[1], nil
 }
 
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
@@ -190,44 +234,42 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	return nil
 }
 
-// Wait queues req in Redis and waits for its turn: a release hands the key
-// over and names the new owner on the key's grant channel, or the key is
-// deleted or expires and the first waiter takes it.
+// Wait waits for req's turn in Redis's queue, which Try put it in: a
+// release hands the key over and names the new owner on the key's grant
+// channel, or the key is deleted or expires and the first waiter takes it.
+// Unless Try queued req while this Locker's subscription to the key was in
+// force already (so that no grant since can have been missed), it asks
+// Redis once first.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	var grant <-chan handed
 	var poke <-chan struct{}
-	w, err := b.hub.join(ctx, b.prefix+req.Key, req.Owner.String())
+	w, tried, continuous, err := b.hub.join(ctx, b.prefix+req.Key, req.Owner.String())
 	switch {
 	case err == nil:
 		defer w.leave()
 		grant, poke = w.grant, w.poke
 	case ctx.Err() != nil:
-		return lock.Grant{}, ctx.Err()
+		return lock.Grant{}, b.leave(ctx, req)
 	}
 	// Without notifications the poll below still finds the key.
-	grantAfter := func(g handed) lock.Grant {
-		return lock.Grant{Token: g.token, Validity: g.at.Sub(start) + req.TTL}
-	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
-	keys := b.keys(req.Key)
-	for {
-		sent := time.Now()
-		res, err := waitScript.Run(ctx, b.c, keys, req.Owner.String(), ms(req.TTL)).Int64Slice()
-		if err == nil && len(res) != 2 {
-			err = fmt.Errorf("redislock: wait script answered %v", res)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
+	pttl := tried.pttl
+	for ask := !continuous; ; ask = true {
+		if ask {
+			sent := time.Now()
+			var token int64
+			token, pttl, err = b.step(ctx, req)
+			switch {
+			case err != nil && ctx.Err() != nil:
 				return lock.Grant{}, b.leave(ctx, req)
+			case err != nil:
+				return lock.Grant{}, err
+			case token > 0:
+				return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
 			}
-			return lock.Grant{}, err
-		}
-		token, pttl := res[0], res[1]
-		if token > 0 {
-			return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
 		}
 		if w != nil {
 			w.setQueued(true)
@@ -242,7 +284,8 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 		timer.Reset(d)
 		select {
 		case g := <-grant:
-			return grantAfter(g), nil
+			// A grant that came before Wait started has less left.
+			return lock.Grant{Token: g.token, Validity: max(g.at.Sub(start)+req.TTL, time.Nanosecond)}, nil
 		case <-poke:
 		case <-timer.C:
 		case <-ctx.Done():

@@ -7,9 +7,15 @@
 -- place with a deadline ARGV[2] milliseconds from now, and returns {0, pttl}
 -- with the key's remaining milliseconds (-1: no expiry), or {0, -2} when the
 -- key is free but an earlier waiter has the next turn.
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
+	-- Nobody queues: the way every Redis lock client takes a key.
+	if redis.call('SET', KEYS[1], owner, 'NX', 'PX', ttl) then
+		return {redis.call('INCR', KEYS[2]), ttl}
+	end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local v = redis.call('HGET', KEYS[4], owner)
 if v and string.sub(v, 1, 2) == 'g ' then
 	redis.call('HDEL', KEYS[4], owner)
@@ -38,9 +44,7 @@ if (first == nil or first == owner) and redis.call('SET', KEYS[1], owner, 'NX', 
 	redis.call('HDEL', KEYS[4], owner)
 	return {redis.call('INCR', KEYS[2]), ttl}
 end
-if redis.call('ZSCORE', KEYS[3], owner) == false then
-	redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000000 + tonumber(t[2]), owner)
-end
+redis.call('ZADD', KEYS[3], 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), owner)
 redis.call('HSET', KEYS[4], owner, (now + ttl) .. ' ' .. ttl)
 if redis.call('PTTL', KEYS[3]) < ttl then
 	redis.call('PEXPIRE', KEYS[3], ttl)
