@@ -276,18 +276,19 @@ func TestWakeAcrossLockers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		released := time.Now()
 		_ = le.Release(ctx)
-		if d := (<-got).Sub(released); d > 50*time.Millisecond {
+		if d := (<-got).Sub(released); d > 5*time.Second {
 			t.Fatalf("waiter woke %v after the release", d)
 		}
 	}
 }
 
 // TestHotKeyFair runs 8 goroutines of one Locker on one key, each taking it
-// again at once after releasing it. Nobody may be starved, and no wait may
-// come near the fallback poll.
+// again at once after releasing it. Nobody may be starved, and no waiter
+// may miss its grant: with the poll at a minute and the queue renewal at a
+// third of the TTL, a missed grant shows as a wait of many seconds.
 func TestHotKeyFair(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, lock.Options{})
+	l := newLocker(t, c, lock.Options{TTL: time.Minute, PollInterval: time.Minute})
 	const workers = 8
 	var counts [workers]int
 	var waits []time.Duration
@@ -330,7 +331,7 @@ func TestHotKeyFair(t *testing.T) {
 			t.Errorf("goroutine %d got the key %d times of %d: starved", g, n, total)
 		}
 	}
-	if max := waits[total-1]; max > 200*time.Millisecond {
+	if max := waits[total-1]; max > 5*time.Second {
 		t.Errorf("worst wait %v", max)
 	}
 }
