@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,18 +18,21 @@ import (
 
 	bsm "github.com/bsm/redislock"
 	"github.com/go-redsync/redsync/v4"
+	rsredis "github.com/go-redsync/redsync/v4/redis"
 	rsgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/redislock"
+	"github.com/haita/haita/lock/redlock"
 )
 
 // The cross-process shapes of the Redis hot key: 8 contenders on one key,
 // each taking it again as soon as it let go, as one Locker shared by 8
 // goroutines (shape=shared), one Locker per goroutine (shape=lockers) and
 // one Locker in each of 8 OS processes (shape=processes: the test binary
-// started again as a contender). The peers hold no state between calls, so
+// started again as a contender); lib=redlock is haita's Redlock over three
+// instances, beside redsync over the same three (redsync3-1ms). The peers hold no state between calls, so
 // their goroutines are already independent contenders; they run in
 // processes as well for the same run. Each run lasts crossRun, whatever
 // b.N: run with -benchtime 1x.
@@ -43,12 +47,12 @@ const childEnv = "HAITA_BENCH_CHILD"
 // BenchmarkRedisCross reports handoffs/s, wait percentiles in µs and the
 // smallest and largest share of the grants in percent, per shape.
 func BenchmarkRedisCross(b *testing.B) {
-	c := needRedis(b, 0)
-	addr := redisServers[0]
+	needRedis(b, 2)
+	addrs := redisServers[:3]
 	const workers = 8
-	for _, lib := range []string{"haita", "bsm-1ms", "redsync-1ms"} {
+	for _, lib := range []string{"haita", "bsm-1ms", "redsync-1ms", "redlock", "redsync3-1ms"} {
 		shapes := []string{"lockers", "processes"}
-		if lib == "haita" {
+		if lib == "haita" || lib == "redlock" {
 			shapes = []string{"shared", "lockers", "processes"}
 		}
 		for _, shape := range shapes {
@@ -58,9 +62,9 @@ func BenchmarkRedisCross(b *testing.B) {
 				var err error
 				switch shape {
 				case "processes":
-					res, err = runHotKeyProcs(lib, addr, key, workers, crossRun)
+					res, err = runHotKeyProcs(lib, addrs, key, workers, crossRun)
 				case "shared":
-					mu, stop, err2 := contender(lib, c)
+					mu, stop, err2 := contender(lib, addrs)
 					if err2 != nil {
 						b.Fatal(err2)
 					}
@@ -69,7 +73,7 @@ func BenchmarkRedisCross(b *testing.B) {
 				default:
 					mus := make([]mutex, workers)
 					for g := range mus {
-						mu, stop, err2 := contender(lib, c)
+						mu, stop, err2 := contender(lib, addrs)
 						if err2 != nil {
 							b.Fatal(err2)
 						}
@@ -87,30 +91,68 @@ func BenchmarkRedisCross(b *testing.B) {
 	}
 }
 
-// contender returns one contender of lib on c, and the function that frees
-// what it holds.
-func contender(lib string, c *redis.Client) (mutex, func(), error) {
+// contender returns one contender of lib on the redis-servers at addrs,
+// with clients of its own, and the function that closes them. The Redlock
+// contenders use the first three servers, the others the first.
+func contender(lib string, addrs []string) (mutex, func(), error) {
+	var clients []*redis.Client
+	stop := func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	n := 1
+	if lib == "redlock" || lib == "redsync3-1ms" {
+		n = 3
+	}
+	if len(addrs) < n {
+		return nil, nil, fmt.Errorf("bench: %s needs %d redis-servers", lib, n)
+	}
+	for _, a := range addrs[:n] {
+		clients = append(clients, redis.NewClient(&redis.Options{Addr: a}))
+	}
+	c := clients[0]
+	var mu mutex
 	switch lib {
-	case "haita":
-		l, err := redislock.New(c, lock.Options{TTL: benchTTL})
+	case "haita", "redlock":
+		var l lock.Locker
+		var err error
+		if lib == "haita" {
+			l, err = redislock.New(c, lock.Options{TTL: benchTTL})
+		} else {
+			scripters := make([]redis.Scripter, n)
+			for i, c := range clients {
+				scripters[i] = c
+			}
+			l, err = redlock.New(scripters, lock.Options{TTL: benchTTL})
+		}
 		if err != nil {
+			stop()
 			return nil, nil, err
 		}
-		return mutexFunc(func(ctx context.Context, key string) (func(context.Context) error, error) {
+		closeClients := stop
+		stop = func() { _ = l.Close(); closeClients() }
+		mu = mutexFunc(func(ctx context.Context, key string) (func(context.Context) error, error) {
 			le, err := l.Acquire(ctx, key)
 			if err != nil {
 				return nil, err
 			}
 			return le.Release, nil
-		}), func() { _ = l.Close() }, nil
+		})
 	case "bsm-1ms":
-		return bsmMutex(bsm.New(c), bsm.LinearBackoff(time.Millisecond)), func() {}, nil
-	case "redsync-1ms":
-		rs := redsync.New(rsgoredis.NewPool(c))
-		return redsyncMutex(rs, redsync.WithExpiry(benchTTL),
-			redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(1<<30)), func() {}, nil
+		mu = bsmMutex(bsm.New(c), bsm.LinearBackoff(time.Millisecond))
+	case "redsync-1ms", "redsync3-1ms":
+		pools := make([]rsredis.Pool, n)
+		for i, c := range clients {
+			pools[i] = rsgoredis.NewPool(c)
+		}
+		mu = redsyncMutex(redsync.New(pools...), redsync.WithExpiry(benchTTL),
+			redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(1<<30))
+	default:
+		stop()
+		return nil, nil, fmt.Errorf("bench: no contender %q", lib)
 	}
-	return nil, nil, fmt.Errorf("bench: no contender %q", lib)
+	return mu, stop, nil
 }
 
 // runHotKeyFor has contender g of mus take key again and again for d, and
@@ -154,7 +196,7 @@ func runHotKeyFor(ctx context.Context, mus []mutex, key string, d time.Duration)
 
 // runHotKeyProcs starts procs copies of the test binary, each one contender
 // of lib on key, lets them run for d and collects their waits.
-func runHotKeyProcs(lib, addr, key string, procs int, d time.Duration) (hotKeyResult, error) {
+func runHotKeyProcs(lib string, addrs []string, key string, procs int, d time.Duration) (hotKeyResult, error) {
 	type child struct {
 		cmd   *exec.Cmd
 		stdin io.WriteCloser
@@ -171,7 +213,7 @@ func runHotKeyProcs(lib, addr, key string, procs int, d time.Duration) (hotKeyRe
 	for range procs {
 		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 		cmd.Env = append(os.Environ(), childEnv+"=redis-hot", "HAITA_BENCH_LIB="+lib,
-			"HAITA_BENCH_ADDR="+addr, "HAITA_BENCH_KEY="+key)
+			"HAITA_BENCH_ADDRS="+strings.Join(addrs, ","), "HAITA_BENCH_KEY="+key)
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stdin, err := cmd.StdinPipe()
@@ -219,7 +261,8 @@ func runHotKeyProcs(lib, addr, key string, procs int, d time.Duration) (hotKeyRe
 
 // runChild plays the contender named by childEnv and returns the exit code.
 func runChild() int {
-	if err := hotKeyChild(os.Getenv("HAITA_BENCH_LIB"), os.Getenv("HAITA_BENCH_ADDR"), os.Getenv("HAITA_BENCH_KEY")); err != nil {
+	addrs := strings.Split(os.Getenv("HAITA_BENCH_ADDRS"), ",")
+	if err := hotKeyChild(os.Getenv("HAITA_BENCH_LIB"), addrs, os.Getenv("HAITA_BENCH_KEY")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench contender:", err)
 		return 1
 	}
@@ -229,14 +272,9 @@ func runChild() int {
 // hotKeyChild is one contender process of runHotKeyProcs: it says "ready",
 // waits for "go" on stdin, takes key again and again until stdin closes,
 // and writes its waits in µs as one JSON array.
-func hotKeyChild(lib, addr, key string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
+func hotKeyChild(lib string, addrs []string, key string) error {
 	ctx := context.Background()
-	if err := c.Ping(ctx).Err(); err != nil {
-		return err
-	}
-	mu, stop, err := contender(lib, c)
+	mu, stop, err := contender(lib, addrs)
 	if err != nil {
 		return err
 	}

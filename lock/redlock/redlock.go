@@ -3,7 +3,9 @@ package redlock
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,9 +66,14 @@ var (
 // New returns a Locker over the independent Redis masters reached through
 // clients (each a *redis.Client, usually one per instance; not replicas of
 // each other). A lease needs a majority, len(clients)/2+1, of them. The
-// default TTL is [DefaultTTL]; waiting polls every 50ms (jittered), or
-// sooner when the holder's lease ends sooner. The Locker does not close the
-// clients. New returns an error matching [lock.ErrInvalidOptions] when
+// default TTL is [DefaultTTL]. When every client can also subscribe (as
+// *redis.Client can), a release publishes on every instance it releases on
+// and waiters are woken by that; the Locker keeps one pub/sub connection
+// per instance for all its waiters, and they fall back to polling every
+// opts.PollInterval (1s by default) for releases by other clients, or
+// sooner when the holder's lease ends sooner. With clients that cannot
+// subscribe, waiting polls every 50ms (jittered). The Locker does not close
+// the clients. New returns an error matching [lock.ErrInvalidOptions] when
 // clients is empty or holds a nil client, for a nil or invalid option, or
 // for invalid opts.
 func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locker, error) {
@@ -87,7 +94,15 @@ func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locke
 		return nil, fmt.Errorf("%w: redlock: instance timeout %v must be positive and below the TTL", lock.ErrInvalidOptions, cfg.timeout)
 	}
 	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: cfg.prefix, timeout: cfg.timeout}
-	l, err := lock.New(b, opts)
+	var lb lock.Backend = b
+	if subs, ok := subscribers(clients); ok {
+		b.q = lock.NewWaitQueue(b.releaseAll)
+		for _, c := range subs {
+			b.hubs = append(b.hubs, newHub(c, b.q))
+		}
+		lb = &notifier{b}
+	}
+	l, err := lock.New(lb, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +114,30 @@ type backend struct {
 	quorum  int
 	prefix  string
 	timeout time.Duration // per instance; zero: from the TTL
+
+	// With clients that can subscribe: the Locker's local waiters, and one
+	// pub/sub hub per instance. Nil otherwise.
+	q    *lock.WaitQueue
+	hubs []*hub
+}
+
+// subscriber is what a client needs beyond redis.Scripter for waiters to
+// be woken by notification.
+type subscriber interface {
+	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+}
+
+// subscribers returns the clients as subscribers if every one is.
+func subscribers(clients []redis.Scripter) ([]subscriber, bool) {
+	subs := make([]subscriber, len(clients))
+	for i, c := range clients {
+		s, ok := c.(subscriber)
+		if !ok {
+			return nil, false
+		}
+		subs[i] = s
+	}
+	return subs, true
 }
 
 // instanceTimeout is how long one instance may take to answer an acquire.
@@ -120,12 +159,22 @@ func (b *backend) Capabilities() lock.Capabilities {
 		LossDetection: true, // refresh compares the owner on a majority
 		FailoverSafe:  true, // a minority of instances may fail (see the package doc for restarts)
 		CrossProcess:  true,
-		Notify:        false,
+		Notify:        b.hubs != nil,
 	}
 }
 
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
-func (b *backend) Close() error              { return nil }
+
+func (b *backend) Close() error {
+	var errs []error
+	for _, h := range b.hubs {
+		errs = append(errs, h.close())
+	}
+	return errors.Join(errs...)
+}
+
+// channel is the channel a release of redisKey publishes on.
+func channel(redisKey string) string { return "haita:released:" + redisKey }
 
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
@@ -175,12 +224,42 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // was worthless, and is given back); otherwise a *QuorumError naming the
 // failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	if b.q != nil {
+		if _, v := b.q.Gate(req); v != lock.Proceed {
+			// Releases here free the key (no handoff): only Queued.
+			return lock.Grant{}, &lock.HeldError{Key: req.Key}
+		}
+	}
+	g, err := b.try(ctx, req)
+	if err == nil && b.q != nil {
+		b.q.Took(req)
+	}
+	return g, err
+}
+
+func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	var mu sync.Mutex
+	holders := make(map[string]int) // instances held, by holder
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
 		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 		defer cancel()
-		return acquireScript.Run(actx, c, keys, owner, ttl).Int64()
+		res, err := acquireScript.Run(actx, c, keys, owner, ttl).Slice()
+		if err != nil {
+			return 0, err
+		}
+		n, ok := res[0].(int64)
+		if !ok {
+			return 0, fmt.Errorf("redlock: acquire script answered %v", res)
+		}
+		if len(res) == 2 {
+			h, _ := res[1].(string)
+			mu.Lock()
+			holders[h]++
+			mu.Unlock()
+		}
+		return n, nil
 	})
 	var granted []int
 	var token int64
@@ -235,11 +314,24 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	}
 	took := time.Since(start)
 	if len(granted) > 0 || len(errs) > 0 {
-		b.releaseAll(req)
+		// Quietly: waking the other waiters for the instances this attempt
+		// took would only start another round of split votes.
+		b.releaseQuiet(req)
 	}
 	if why == "" && len(granted)+len(errs) < b.quorum {
 		// Held on so many instances that answering ones could not change it.
-		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: b.freeAt(pttls, len(granted)+len(errs))}
+		free := b.freeAt(pttls, len(granted)+len(errs))
+		won := false
+		for _, n := range holders {
+			won = won || n >= b.quorum
+		}
+		if len(granted) > 0 && !won && b.q != nil {
+			// A split vote that nobody won, and the instances given back
+			// without a notification: try again in a moment, at a random
+			// one, so that the next attempts do not collide.
+			free = time.Now().Add(time.Millisecond + rand.N(2*time.Millisecond))
+		}
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: free}
 	}
 	if took >= req.TTL-drift(req.TTL) {
 		// Granted or not, it came too late to be valid: not an unknown
@@ -272,13 +364,21 @@ func (b *backend) freeAt(pttls []time.Duration, free int) time.Time {
 func (b *backend) releaseAll(req lock.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = b.release(ctx, req)
+	_ = b.release(ctx, req, channel(b.prefix+req.Key))
 }
 
-func (b *backend) release(ctx context.Context, req lock.Request) []reply {
+// releaseQuiet is releaseAll without waking waiters.
+func (b *backend) releaseQuiet(req lock.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.release(ctx, req, "")
+}
+
+// release releases req on every instance, publishing on ch ("": not).
+func (b *backend) release(ctx context.Context, req lock.Request, ch string) []reply {
 	keys, owner := b.keys(req.Key), req.Owner.String()
 	return b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
-		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token)).Int64()
+		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token), ch).Int64()
 	})
 }
 
@@ -289,7 +389,7 @@ func (b *backend) release(ctx context.Context, req lock.Request) []reply {
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	var released, notHeld int
 	var errs []error
-	for i, r := range b.release(ctx, req) {
+	for i, r := range b.release(ctx, req, channel(b.prefix+req.Key)) {
 		switch {
 		case r.err != nil:
 			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
@@ -356,3 +456,59 @@ func (e *QuorumError) Error() string {
 
 // Unwrap returns the instances' errors.
 func (e *QuorumError) Unwrap() []error { return e.Errs }
+
+// notifier is a backend whose clients can subscribe: a release publishes on
+// every instance it releases on, and waiters subscribe on every instance.
+type notifier struct{ *backend }
+
+var _ lock.Notifier = notifier{}
+
+// Subscribe implements lock.Notifier: it subscribes to the key's channel
+// on every instance (sharing each instance's connection with the Locker's
+// other waiters) and joins the Locker's local queue. It needs the
+// confirmation of len(clients)-quorum+1 instances, enough to meet every
+// majority a release can have released on.
+func (n notifier) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+	ch := channel(n.prefix + req.Key)
+	errs := make([]error, len(n.hubs))
+	var wg sync.WaitGroup
+	for i, h := range n.hubs {
+		wg.Go(func() { errs[i] = h.subscribe(ctx, ch, req.Key) })
+	}
+	wg.Wait()
+	s := &subscription{ch: ch}
+	for i, err := range errs {
+		if err == nil {
+			s.hubs = append(s.hubs, n.hubs[i])
+		}
+	}
+	if need := len(n.hubs) - n.quorum + 1; len(s.hubs) < need {
+		s.unref()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("redlock: subscribed on %d instances, fewer than %d: %w", len(s.hubs), need, errors.Join(errs...))
+	}
+	s.Waiter = n.q.Join(req)
+	return s, nil
+}
+
+// subscription is a waiter in the local queue plus its hold on the
+// channel on each instance that confirmed it.
+type subscription struct {
+	*lock.Waiter
+	ch   string
+	hubs []*hub
+}
+
+// Close leaves the queue and lets go of the channel.
+func (s *subscription) Close() {
+	s.Waiter.Close()
+	s.unref()
+}
+
+func (s *subscription) unref() {
+	for _, h := range s.hubs {
+		h.unref(s.ch)
+	}
+}
