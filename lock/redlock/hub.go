@@ -12,12 +12,13 @@ import (
 
 // hub multiplexes the subscriptions of one Locker's waiters over one pub/sub
 // connection to one instance: the first waiter of a key subscribes to the
-// key's channel, the last one to leave unsubscribes. A message on a channel,
-// or a resubscription after a reconnect, wakes the key's first waiter
-// through the Locker's lock.WaitQueue, which keeps the waiters' order.
+// key's channel, the last one to leave unsubscribes. A message on a channel
+// names the waiter whose turn it is, and wakes it alone; a resubscription
+// after a reconnect wakes every waiter of the key (messages may have been
+// lost).
 type hub struct {
-	c subscriber
-	q *lock.WaitQueue
+	c    subscriber
+	wake func(key, owner string) // owner "": every waiter of key
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // nil until the first subscription
@@ -43,8 +44,8 @@ type pendingSub struct {
 	ready chan struct{} // closed on confirmation
 }
 
-func newHub(c subscriber, q *lock.WaitQueue) *hub {
-	return &hub{c: c, q: q, chans: make(map[string]*channelState)}
+func newHub(c subscriber, wake func(key, owner string)) *hub {
+	return &hub{c: c, wake: wake, chans: make(map[string]*channelState)}
 }
 
 // subscribe returns once this instance has confirmed the subscription to
@@ -152,7 +153,7 @@ func (h *hub) read(msgs <-chan any) {
 				// A resubscription after a reconnect: messages may have
 				// been lost meanwhile.
 				cs.subConfirmed = cs.subSent
-				h.q.Wake(cs.key)
+				h.wake(cs.key, "")
 			}
 			cs.pending = slices.DeleteFunc(cs.pending, func(p *pendingSub) bool {
 				if p.want <= cs.subConfirmed {
@@ -164,7 +165,7 @@ func (h *hub) read(msgs <-chan any) {
 			h.forget(m.Channel, cs)
 		case *redis.Message:
 			if cs := h.chans[m.Channel]; cs != nil {
-				h.q.Wake(cs.key)
+				h.wake(cs.key, m.Payload)
 			}
 		}
 		h.mu.Unlock()

@@ -61,6 +61,9 @@ var (
 	//go:embed refresh.lua
 	refreshLua    string
 	refreshScript = redis.NewScript(refreshLua)
+	//go:embed dequeue.lua
+	dequeueLua    string
+	dequeueScript = redis.NewScript(dequeueLua)
 )
 
 // New returns a Locker over the independent Redis masters reached through
@@ -96,11 +99,16 @@ func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locke
 	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: cfg.prefix, timeout: cfg.timeout}
 	var lb lock.Backend = b
 	if subs, ok := subscribers(clients); ok {
-		b.q = lock.NewWaitQueue(b.releaseAll)
-		for _, c := range subs {
-			b.hubs = append(b.hubs, newHub(c, b.q))
+		b.waiters = make(map[string]*waiter)
+		poll := opts.PollInterval
+		if poll <= 0 {
+			poll = time.Second
 		}
-		lb = &notifier{b}
+		b.place = 3 * poll
+		for _, c := range subs {
+			b.hubs = append(b.hubs, newHub(c, b.wake))
+		}
+		lb = notifier{b}
 	}
 	l, err := lock.New(lb, opts)
 	if err != nil {
@@ -115,10 +123,21 @@ type backend struct {
 	prefix  string
 	timeout time.Duration // per instance; zero: from the TTL
 
-	// With clients that can subscribe: the Locker's local waiters, and one
-	// pub/sub hub per instance. Nil otherwise.
-	q    *lock.WaitQueue
-	hubs []*hub
+	// With clients that can subscribe: one pub/sub hub per instance, the
+	// Locker's waiters by owner, and how long a waiter's place in an
+	// instance's queue lasts without an attempt renewing it (three polls).
+	// Nil and zero otherwise.
+	hubs    []*hub
+	place   time.Duration
+	mu      sync.Mutex
+	waiters map[string]*waiter
+}
+
+// waiter is one waiting Acquire of this Locker.
+type waiter struct {
+	key  string
+	c    chan struct{} // buffered: its turn may have come
+	took bool          // it got the key; guarded by backend.mu
 }
 
 // subscriber is what a client needs beyond redis.Scripter for waiters to
@@ -176,9 +195,26 @@ func (b *backend) Close() error {
 // channel is the channel a release of redisKey publishes on.
 func channel(redisKey string) string { return "haita:released:" + redisKey }
 
+// keys returns the Redis key of a lock key, the fencing counter in its hash
+// slot, and the key's queue of waiters and their deadlines.
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence")}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), "haita:q:" + k, "haita:w:" + k}
+}
+
+// wake wakes the waiter of owner on key, or every waiter of key for owner
+// "".
+func (b *backend) wake(key, owner string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for o, w := range b.waiters {
+		if w.key == key && (owner == "" || owner == o) {
+			select {
+			case w.c <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
@@ -224,15 +260,13 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // was worthless, and is given back); otherwise a *QuorumError naming the
 // failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
-	if b.q != nil {
-		if _, v := b.q.Gate(req); v != lock.Proceed {
-			// Releases here free the key (no handoff): only Queued.
-			return lock.Grant{}, &lock.HeldError{Key: req.Key}
-		}
-	}
 	g, err := b.try(ctx, req)
-	if err == nil && b.q != nil {
-		b.q.Took(req)
+	if err == nil && b.waiters != nil {
+		b.mu.Lock()
+		if w := b.waiters[req.Owner.String()]; w != nil {
+			w.took = true
+		}
+		b.mu.Unlock()
 	}
 	return g, err
 }
@@ -240,12 +274,18 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	queue := req.Wait && b.hubs != nil
+	waiting := "0"
+	if queue {
+		waiting = "1"
+	}
+	arrival := strconv.FormatInt(start.UnixMicro(), 10)
 	var mu sync.Mutex
 	holders := make(map[string]int) // instances held, by holder
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
 		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 		defer cancel()
-		res, err := acquireScript.Run(actx, c, keys, owner, ttl).Slice()
+		res, err := acquireScript.Run(actx, c, keys, owner, ttl, waiting, ms(b.place), arrival).Slice()
 		if err != nil {
 			return 0, err
 		}
@@ -253,7 +293,7 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		if !ok {
 			return 0, fmt.Errorf("redlock: acquire script answered %v", res)
 		}
-		if len(res) == 2 {
+		if len(res) == 2 && n != -3 {
 			h, _ := res[1].(string)
 			mu.Lock()
 			holders[h]++
@@ -261,7 +301,7 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		}
 		return n, nil
 	})
-	var granted []int
+	var granted, gated []int
 	var token int64
 	var pttls []time.Duration
 	var errs []error
@@ -272,6 +312,8 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		case r.n > 0:
 			granted = append(granted, i)
 			token = max(token, r.n)
+		case r.n == -3:
+			gated = append(gated, i) // free, but an earlier waiter's turn
 		case r.n == -1:
 			pttls = append(pttls, -1)
 		default:
@@ -293,7 +335,7 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 			for j, r := range b.fanOut(behind, func(c redis.Scripter) (int64, error) {
 				actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 				defer cancel()
-				return raiseScript.Run(actx, c, keys[1:], token).Int64()
+				return raiseScript.Run(actx, c, keys[1:2], token).Int64()
 			}) {
 				if r.err == nil && r.n >= token {
 					ok++
@@ -309,14 +351,21 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		case validity <= drift(req.TTL):
 			why = fmt.Sprintf("the quorum took %v of the TTL %v", time.Since(start).Round(time.Millisecond), req.TTL)
 		default:
+			if len(gated) > 0 {
+				// This attempt is queued where it was refused: leave.
+				b.fanOut(gated, func(c redis.Scripter) (int64, error) {
+					return dequeueScript.Run(ctx, c, keys[2:], owner).Int64()
+				})
+			}
 			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
 		}
 	}
 	took := time.Since(start)
 	if len(granted) > 0 || len(errs) > 0 {
-		// Quietly: waking the other waiters for the instances this attempt
-		// took would only start another round of split votes.
-		b.releaseQuiet(req)
+		// Quietly, and keeping its place: waking another waiter for the
+		// instances this attempt took would only start another round of
+		// split votes.
+		b.releaseQuiet(req, queue)
 	}
 	if why == "" && len(granted)+len(errs) < b.quorum {
 		// Held on so many instances that answering ones could not change it.
@@ -325,7 +374,7 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		for _, n := range holders {
 			won = won || n >= b.quorum
 		}
-		if len(granted) > 0 && !won && b.q != nil {
+		if len(granted) > 0 && !won && b.hubs != nil {
 			// A split vote that nobody won, and the instances given back
 			// without a notification: try again in a moment, at a random
 			// one, so that the next attempts do not collide.
@@ -364,21 +413,27 @@ func (b *backend) freeAt(pttls []time.Duration, free int) time.Time {
 func (b *backend) releaseAll(req lock.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = b.release(ctx, req, channel(b.prefix+req.Key))
+	_ = b.release(ctx, req, channel(b.prefix+req.Key), false)
 }
 
-// releaseQuiet is releaseAll without waking waiters.
-func (b *backend) releaseQuiet(req lock.Request) {
+// releaseQuiet is releaseAll without waking a waiter, and keeping req's
+// place in the queues if keep.
+func (b *backend) releaseQuiet(req lock.Request, keep bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = b.release(ctx, req, "")
+	_ = b.release(ctx, req, "", keep)
 }
 
-// release releases req on every instance, publishing on ch ("": not).
-func (b *backend) release(ctx context.Context, req lock.Request, ch string) []reply {
+// release releases req on every instance, then wakes the next waiter with a
+// message on ch ("": not). Unless keep, req leaves the queues.
+func (b *backend) release(ctx context.Context, req lock.Request, ch string, keep bool) []reply {
 	keys, owner := b.keys(req.Key), req.Owner.String()
+	k := "0"
+	if keep {
+		k = "1"
+	}
 	return b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
-		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token), ch).Int64()
+		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token), ch, k).Int64()
 	})
 }
 
@@ -389,7 +444,7 @@ func (b *backend) release(ctx context.Context, req lock.Request, ch string) []re
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	var released, notHeld int
 	var errs []error
-	for i, r := range b.release(ctx, req, channel(b.prefix+req.Key)) {
+	for i, r := range b.release(ctx, req, channel(b.prefix+req.Key), false) {
 		switch {
 		case r.err != nil:
 			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
@@ -457,58 +512,72 @@ func (e *QuorumError) Error() string {
 // Unwrap returns the instances' errors.
 func (e *QuorumError) Unwrap() []error { return e.Errs }
 
-// notifier is a backend whose clients can subscribe: a release publishes on
-// every instance it releases on, and waiters subscribe on every instance.
+// notifier is a backend whose clients can subscribe: waiters queue on
+// every instance, and a release publishes the name of the first, which
+// alone wakes.
 type notifier struct{ *backend }
 
 var _ lock.Notifier = notifier{}
 
 // Subscribe implements lock.Notifier: it subscribes to the key's channel
 // on every instance (sharing each instance's connection with the Locker's
-// other waiters) and joins the Locker's local queue. It needs the
-// confirmation of len(clients)-quorum+1 instances, enough to meet every
-// majority a release can have released on.
+// other waiters). It needs the confirmation of len(clients)-quorum+1
+// instances, enough to meet every majority a release can have released on.
 func (n notifier) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
 	ch := channel(n.prefix + req.Key)
+	s := &subscription{b: n.backend, req: req, ch: ch, w: &waiter{key: n.prefix + req.Key, c: make(chan struct{}, 1)}}
+	n.mu.Lock()
+	n.waiters[req.Owner.String()] = s.w
+	n.mu.Unlock()
 	errs := make([]error, len(n.hubs))
 	var wg sync.WaitGroup
 	for i, h := range n.hubs {
-		wg.Go(func() { errs[i] = h.subscribe(ctx, ch, req.Key) })
+		wg.Go(func() { errs[i] = h.subscribe(ctx, ch, s.w.key) })
 	}
 	wg.Wait()
-	s := &subscription{ch: ch}
 	for i, err := range errs {
 		if err == nil {
 			s.hubs = append(s.hubs, n.hubs[i])
 		}
 	}
 	if need := len(n.hubs) - n.quorum + 1; len(s.hubs) < need {
-		s.unref()
+		s.Close()
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("redlock: subscribed on %d instances, fewer than %d: %w", len(s.hubs), need, errors.Join(errs...))
 	}
-	s.Waiter = n.q.Join(req)
 	return s, nil
 }
 
-// subscription is a waiter in the local queue plus its hold on the
-// channel on each instance that confirmed it.
+// subscription is a waiter plus its hold on the key's channel on each
+// instance that confirmed it.
 type subscription struct {
-	*lock.Waiter
+	b    *backend
+	req  lock.Request
 	ch   string
+	w    *waiter
 	hubs []*hub
 }
 
-// Close leaves the queue and lets go of the channel.
-func (s *subscription) Close() {
-	s.Waiter.Close()
-	s.unref()
-}
+func (s *subscription) C() <-chan struct{} { return s.w.c }
 
-func (s *subscription) unref() {
+// Close lets go of the channel and, unless the waiter got the key, takes
+// it out of the queues, so that its place does not hold up the others.
+func (s *subscription) Close() {
+	s.b.mu.Lock()
+	delete(s.b.waiters, s.req.Owner.String())
+	took := s.w.took
+	s.b.mu.Unlock()
 	for _, h := range s.hubs {
 		h.unref(s.ch)
+	}
+	if !took {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, owner := s.b.keys(s.req.Key), s.req.Owner.String()
+		s.b.fanOut(s.b.all(), func(c redis.Scripter) (int64, error) {
+			return dequeueScript.Run(ctx, c, keys[2:], owner).Int64()
+		})
 	}
 }
