@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,11 +25,18 @@ type hub struct {
 	ps     *redis.PubSub // nil until the first subscription
 	chans  map[string]*channelState
 	closed bool
-	done   chan struct{} // closed when the reader goroutine ends
+	done   chan struct{}  // closed when the reader goroutine ends
+	timers sync.WaitGroup // linger timers armed or running
 }
+
+// linger is how long a channel nobody waits on stays subscribed: a
+// contender that waits again soon does not pay for a SUBSCRIBE and an
+// UNSUBSCRIBE each time.
+const linger = time.Second
 
 // channelState is one channel and the waiters that need it.
 type channelState struct {
+	linger *time.Timer // unsubscribes when nobody needs the channel
 	key  string // the lock key whose waiters a message wakes
 	refs int    // waiters subscribed or subscribing
 
@@ -62,6 +70,10 @@ func (h *hub) subscribe(ctx context.Context, ch, key string) error {
 		h.chans[ch] = cs
 	}
 	cs.refs++
+	if cs.linger != nil && cs.linger.Stop() {
+		h.timers.Done()
+	}
+	cs.linger = nil
 	if !cs.subscribed {
 		cs.subscribed = true
 		cs.subSent++
@@ -106,9 +118,23 @@ func (h *hub) unref(ch string) {
 	if cs.refs--; cs.refs > 0 {
 		return
 	}
-	if cs.subscribed && !h.closed && h.ps != nil {
-		cs.subscribed = false
-		_ = h.send(context.Background(), "unsubscribe", ch)
+	if cs.subscribed && !h.closed && h.ps != nil && cs.linger == nil {
+		h.timers.Add(1)
+		cs.linger = time.AfterFunc(linger, func() {
+			defer h.timers.Done()
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if cs.linger == nil || cs.refs > 0 {
+				return
+			}
+			cs.linger = nil
+			if cs.subscribed && !h.closed {
+				cs.subscribed = false
+				_ = h.send(context.Background(), "unsubscribe", ch)
+			}
+			h.forget(ch, cs)
+		})
+		return
 	}
 	h.forget(ch, cs)
 }
@@ -188,7 +214,14 @@ func (h *hub) close() error {
 	}
 	h.closed = true
 	ps, done := h.ps, h.done
+	for _, cs := range h.chans {
+		if cs.linger != nil && cs.linger.Stop() {
+			h.timers.Done()
+		}
+		cs.linger = nil
+	}
 	h.mu.Unlock()
+	h.timers.Wait()
 	if ps == nil {
 		return nil
 	}
