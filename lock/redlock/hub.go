@@ -37,8 +37,8 @@ const linger = time.Second
 // channelState is one channel and the waiters that need it.
 type channelState struct {
 	linger *time.Timer // unsubscribes when nobody needs the channel
-	key  string // the lock key whose waiters a message wakes
-	refs int    // waiters subscribed or subscribing
+	key    string      // the lock key whose waiters a message wakes
+	refs   int         // waiters subscribed or subscribing
 
 	subscribed   bool // a SUBSCRIBE is in force or on its way
 	subSent      int  // SUBSCRIBE commands sent for the channel
