@@ -92,12 +92,11 @@ type handed struct {
 
 // waiter is one waiting Acquire of this Locker.
 type waiter struct {
-	h      *hub
-	ks     *keyState
-	owner  string
-	grant  chan handed   // a release handed the key over; buffered
-	poke   chan struct{} // the key may be free; buffered
-	queued bool          // in Redis's queue; guarded by h.mu
+	h     *hub
+	ks    *keyState
+	owner string
+	grant chan handed   // a release handed the key over; buffered
+	poke  chan struct{} // the key may be free; buffered
 }
 
 func newHub(c Client, linger time.Duration) *hub {
@@ -249,13 +248,6 @@ func (h *hub) unsubscribe(ks *keyState) {
 	h.forget(ks)
 }
 
-// setQueued records whether w is in Redis's queue (see [hub.waiting]).
-func (w *waiter) setQueued(q bool) {
-	w.h.mu.Lock()
-	w.queued = q
-	w.h.mu.Unlock()
-}
-
 // pokeNext wakes the local waiter after w: Redis said the key is free and an
 // earlier waiter's turn, and that waiter may be the next one here.
 func (w *waiter) pokeNext() {
@@ -275,21 +267,6 @@ func (h *hub) hand(owner string, g handed) {
 	if w := h.owners[owner]; w != nil {
 		w.give(g)
 	}
-}
-
-// waiting counts the local waiters of redisKey that Redis has queued.
-func (h *hub) waiting(redisKey string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	if ks := h.keys[redisKey]; ks != nil {
-		for _, w := range ks.waiters {
-			if w.queued {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 func (w *waiter) give(g handed) {

@@ -87,6 +87,7 @@ func New(c Client, opts lock.Options, options ...Option) (*Locker, error) {
 		o(&cfg)
 	}
 	b := &backend{c: c, prefix: cfg.prefix, poll: opts.PollInterval, hub: newHub(c, linger)}
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
 	if b.poll <= 0 {
 		b.poll = time.Second
 	}
@@ -103,6 +104,11 @@ type backend struct {
 	prefix string
 	poll   time.Duration
 	hub    *hub
+	// q orders this Locker's waiters of a key: only the first asks Redis
+	// (and queues there), and a release hands the key straight to it, up
+	// to lock.MaxHandoffs times in a row, after which the key goes to
+	// Redis's queue, where other processes' waiters are.
+	q *lock.WaitQueue
 }
 
 var (
@@ -150,6 +156,20 @@ func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10)
 // request (req.Wait) that finds it held joins Redis's queue in the same
 // round trip, and Wait then only waits.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	switch g, v := b.q.Gate(req); v {
+	case lock.HandedOver:
+		return g, nil
+	case lock.Queued:
+		return lock.Grant{}, &lock.HeldError{Key: req.Key}
+	}
+	g, err := b.try(ctx, req)
+	if err == nil {
+		b.q.Took(req)
+	}
+	return g, err
+}
+
+func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	if req.Wait {
 		return b.tryQueue(ctx, req)
 	}
@@ -215,13 +235,41 @@ func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 // inside the release script: one round trip, and a waiter of this Locker
 // learns of it when the answer comes back.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	h := b.q.Handoff(req)
+	if h == nil {
+		return b.release(ctx, req)
+	}
 	sent := time.Now()
-	res, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), grantChannel(b.prefix+req.Key)).Slice()
+	res, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), grantChannel(b.prefix+req.Key), h.To.Owner.String(), ms(h.To.TTL)).Slice()
+	var n int64
+	if err == nil && len(res) > 0 {
+		n, _ = res[0].(int64)
+	}
+	switch {
+	case err == nil && n > 0:
+		h.Done(lock.Grant{Token: lock.Token(n)}, sent)
+		return nil
+	case err != nil:
+		// The key may have gone to the waiter: take it back for it.
+		b.releaseOrphan(h.To)
+	}
+	h.Failed()
 	if err != nil {
 		return err
 	}
-	if len(res) == 0 {
-		return fmt.Errorf("redislock: release script answered %v", res)
+	return lock.ErrNotHeld
+}
+
+// release frees the key for Redis's queue: the first waiter there gets it,
+// or nobody if none waits.
+func (b *backend) release(ctx context.Context, req lock.Request) error {
+	sent := time.Now()
+	res, err := releaseScript.Run(ctx, b.c, b.keys(req.Key), req.Owner.String(), grantChannel(b.prefix+req.Key), "", "0").Slice()
+	if err == nil && len(res) == 0 {
+		err = fmt.Errorf("redislock: release script answered %v", res)
+	}
+	if err != nil {
+		return err
 	}
 	switch n, _ := res[0].(int64); {
 	case n < 0:
@@ -231,7 +279,18 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 			b.hub.hand(next, handed{token: lock.Token(n), at: sent})
 		}
 	}
+	// The key went to Redis's queue or was freed: the first waiter here
+	// asks Redis for its turn.
+	b.q.Wake(req.Key)
 	return nil
+}
+
+// releaseOrphan frees a key handed to a waiter that has left, with a fresh
+// context: the caller's may be why the waiter left.
+func (b *backend) releaseOrphan(req lock.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.release(ctx, req)
 }
 
 // Wait waits for req's turn in Redis's queue, which Try put it in: a
@@ -242,6 +301,8 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 // Redis once first.
 func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
+	local := b.q.Join(req)
+	defer local.Close()
 	var grant <-chan handed
 	var poke <-chan struct{}
 	w, tried, continuous, err := b.hub.join(ctx, b.prefix+req.Key, req.Owner.String())
@@ -257,39 +318,54 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 	defer timer.Stop()
 	<-timer.C
 	pttl := tried.pttl
-	for ask := !continuous; ; ask = true {
-		if ask {
-			sent := time.Now()
-			var token int64
-			token, pttl, err = b.step(ctx, req)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return lock.Grant{}, b.leave(ctx, req)
-			case err != nil:
-				return lock.Grant{}, err
-			case token > 0:
-				return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
+	asked := continuous // Try's answer is as good as asking
+	for {
+		d := b.poll
+		switch g, v := b.q.Gate(req); v {
+		case lock.HandedOver:
+			return lock.Grant{Token: g.Token, Validity: time.Since(start) + g.Validity}, nil
+		case lock.Proceed:
+			// First here: ask Redis, which queues req.
+			if !asked {
+				sent := time.Now()
+				var token int64
+				token, pttl, err = b.step(ctx, req)
+				switch {
+				case err != nil && ctx.Err() != nil:
+					return lock.Grant{}, b.leave(ctx, req)
+				case err != nil:
+					return lock.Grant{}, err
+				case token > 0:
+					b.q.Took(req)
+					return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
+				}
 			}
-		}
-		if w != nil {
-			w.setQueued(true)
-			if pttl == -2 {
+			if w != nil && pttl == -2 {
 				w.pokeNext()
 			}
+			d = min(d, req.TTL/3)
+			if pttl >= 0 {
+				d = min(d, time.Duration(pttl+1)*time.Millisecond)
+			}
 		}
-		d := min(b.poll, req.TTL/3)
-		if pttl >= 0 {
-			d = min(d, time.Duration(pttl+1)*time.Millisecond)
-		}
+		asked = false
 		timer.Reset(d)
 		select {
 		case g := <-grant:
+			b.q.Took(req)
 			// A grant that came before Wait started has less left.
 			return lock.Grant{Token: g.token, Validity: max(g.at.Sub(start)+req.TTL, time.Nanosecond)}, nil
+		case <-local.C():
 		case <-poke:
 		case <-timer.C:
 		case <-ctx.Done():
 			return lock.Grant{}, b.leave(ctx, req)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
 		}
 	}
 }
@@ -300,10 +376,10 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 func (b *backend) leave(ctx context.Context, req lock.Request) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = b.Release(rctx, req)
+	_ = b.release(rctx, req)
 	return ctx.Err()
 }
 
 // Waiting implements lock.WaitCounter: the waiters of this Locker that
 // Redis has queued for key.
-func (b *backend) Waiting(key string) int { return b.hub.waiting(b.prefix + key) }
+func (b *backend) Waiting(key string) int { return b.q.Waiting(key) }

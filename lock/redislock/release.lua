@@ -4,8 +4,11 @@
 -- the key to the first of them with that waiter's TTL and a new token from
 -- the fencing counter KEYS[2], records the grant in the waiters' hash and
 -- publishes "owner token" on channel ARGV[2]; returns {token, owner}.
--- Otherwise it deletes the key without publishing and returns {0}. Returns
--- {-1} when ARGV[1] does not hold the key.
+-- Otherwise it deletes the key without publishing and returns {0}. With
+-- ARGV[3] set it hands the key instead to that owner, a waiter of the
+-- releasing Locker, with a TTL of ARGV[4] ms, takes it out of the queue and
+-- returns {token, owner} without publishing. Returns {-1} when ARGV[1] does
+-- not hold the key.
 local queued = redis.call('EXISTS', KEYS[4]) == 1
 if queued then
 	redis.call('ZREM', KEYS[3], ARGV[1])
@@ -13,6 +16,14 @@ if queued then
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return {-1}
+end
+if ARGV[3] ~= '' then
+	redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+	if queued then
+		redis.call('ZREM', KEYS[3], ARGV[3])
+		redis.call('HDEL', KEYS[4], ARGV[3])
+	end
+	return {redis.call('INCR', KEYS[2]), ARGV[3]}
 end
 if queued then
 	local t = redis.call('TIME')
