@@ -39,6 +39,13 @@
 // uncontended release costs what any Redis lock client's does. A TryAcquire
 // does not barge ahead of the queue.
 //
+// Within one Locker, waiters of a key queue locally ([lock.WaitQueue]) and
+// only the first of them queues in Redis; a release by the same Locker
+// hands the key straight to that first local waiter inside the release
+// script — one round trip, and no other script — up to 8 times in a row
+// ([lock.MaxHandoffs]); then the key goes to Redis's queue, so that
+// waiters of other processes get their turn.
+//
 // A waiter keeps its place by renewing its deadline (a third of its TTL);
 // a waiter whose process died is skipped once its deadline passes, and a
 // key handed to it expires after its TTL. Either way the key moves on
