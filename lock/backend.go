@@ -79,6 +79,11 @@ type Request struct {
 	TTL    time.Duration // zero: no expiry
 	Token  Token         // the lease's token (Refresh, Release)
 	Share  Share         // zero for a mutex; see [Share]
+	// Wait is true for an Acquire, which waits when the key is held, and
+	// false for a TryAcquire. A [Queuer] may queue a waiting request in
+	// Try already: when Try reports the key held, the Locker calls Wait
+	// with the same request (or, if it cannot, Release).
+	Wait bool
 }
 
 // Grant is a Backend's answer to a successful Try.

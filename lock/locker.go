@@ -134,7 +134,7 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 	if l.timed() {
 		start = time.Now()
 	}
-	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl, Share: l.share}
+	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl, Share: l.share, Wait: wait}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
 		return l.grant(req, g, start, start)

@@ -26,18 +26,52 @@
 //
 // # Waiting
 //
-// A release publishes on the channel "haita:released:" + the Redis key. A
-// Locker keeps one pub/sub connection for all its waiters: the first waiter
-// of a key subscribes (and Subscribe returns once Redis confirmed it), the
-// last one to leave unsubscribes. The waiters of one Locker queue in the
-// order they came ([lock.WaitQueue]): only the first asks Redis, and a release by the same
-// Locker hands the key straight to it inside the release script — one round
-// trip for the handoff, and no barging by a goroutine that releases and
-// acquires again. After 8 handoffs in a row a release frees the key and
-// publishes, so waiters in other processes get a turn. A TryAcquire on a key
-// the same Locker has waiters for reports it held without asking Redis.
-// Clients other than haita publish nothing; haita's waiters then wake at the
-// holder's expiry or by the fallback poll (lock.Options.PollInterval, 1s).
+// Waiters queue in Redis, across processes, in the order they came: a
+// waiting Acquire that finds the key held adds its owner to the key's
+// queue in the same script (a sorted set and a hash beside the key, in its
+// hash slot, holding each waiter's place, TTL and deadline). A release by a
+// haita Locker hands the key to the first live waiter inside the release
+// script — SET key waiter PX its-TTL, a new fencing token — and publishes
+// "owner token" on the channel "haita:released:" + the Redis key. Only that
+// waiter acts on it: the others stay asleep, and a waiter of the releasing
+// Locker learns of it from the script's answer without waiting for the
+// message. A key nobody queues for is deleted and an empty message is
+// published on the same channel for readers of the key's holder
+// ([lock.Locker.WatchHolder]); waiters ignore it, and a channel nobody
+// subscribes to costs Redis a lookup. A TryAcquire does not barge ahead of
+// the queue.
+//
+// Within one Locker, waiters of a key queue locally ([lock.WaitQueue]) and
+// only the first of them queues in Redis; a release by the same Locker
+// hands the key straight to that first local waiter inside the release
+// script — one round trip, and no other script — up to 8 times in a row
+// ([lock.MaxHandoffs]); then the key goes to Redis's queue, so that
+// waiters of other processes get their turn.
+//
+// A waiter keeps its place by renewing its deadline (a third of its TTL);
+// a waiter whose process died is skipped once its deadline passes, and a
+// key handed to it expires after its TTL. Either way the key moves on
+// within about one waiter TTL.
+//
+// Clients other than haita know nothing of the queue: their SET NX may
+// take a free key before the first waiter does, and their release (DEL)
+// or a key's expiry publishes nothing on haita's channel. Waiters learn of
+// those from keyspace notifications, when the server has them enabled —
+//
+//	CONFIG SET notify-keyspace-events Kgx
+//
+// (K: keyspace channels; g: DEL and the like; x: expiries) — within about
+// a millisecond. Without them an expiry is still found on time (a waiter
+// asks again when the holder's PTTL runs out), but a foreign DEL is found
+// only by the fallback poll, lock.Options.PollInterval (1s by default):
+// up to a second of an idle key. Haita's own handoffs need no
+// notifications.
+//
+// A Locker keeps one pub/sub connection for all its waiters: the first
+// waiter of a key subscribes to the key's two channels (and waits until
+// Redis confirmed them), and they stay subscribed for a second after the
+// last waiter left, so that a contender that waits again and again does
+// not pay for a SUBSCRIBE each time.
 //
 // # Limits
 //
@@ -48,5 +82,11 @@
 // the fencing token. The key holds the owner value alone; the holder's
 // name (Options.Holder) and token are kept beside it in a holder record,
 // "{slot}:haita:holder:<key>", which lives exactly as long as the lease and
-// lets [lock.Locker.Holder] say who holds a key.
+// lets [lock.Locker.Holder] say who holds a key. Every grant writes it: an
+// acquire, a handoff within a Locker, and a release that hands the key to
+// the first waiter in Redis's queue (each queued waiter's holder name is
+// kept with its place). A waiter handed the key by another process counts
+// its lease from the arrival of the grant message, which left Redis after
+// the key's new TTL started: lock.Options.Drift must cover that delivery
+// delay (it does by default, TTL/100 + 2ms, unless pub/sub stalls).
 package redislock

@@ -32,7 +32,7 @@ func holderKey(k, prefix string) string {
 
 // refreshKeys are the keys the refresh script extends: the lock key and its
 // holder record.
-func refreshKeys(keys []string) []string { return []string{keys[0], keys[2]} }
+func refreshKeys(keys []string) []string { return []string{keys[0], keys[4]} }
 
 // ReadHolder implements lock.HolderReader with one script: the key's owner,
 // remaining time and holder record, read atomically. A key taken by a
@@ -41,7 +41,7 @@ func refreshKeys(keys []string) []string { return []string{keys[0], keys[2]} }
 func (b *backend) ReadHolder(ctx context.Context, key string) (lock.HolderInfo, error) {
 	keys := b.keys(key)
 	sent := time.Now()
-	res, err := holderScript.Run(ctx, b.c, []string{keys[0], keys[2]}).Slice()
+	res, err := holderScript.Run(ctx, b.c, refreshKeys(keys)).Slice()
 	if err != nil {
 		return lock.HolderInfo{}, fmt.Errorf("redislock: holder: %w", err)
 	}
@@ -88,7 +88,7 @@ var _ lock.HolderNotifier = (*backend)(nil)
 // new holder, a handoff within one Locker and an expiry publish nothing.
 // The subscription is confirmed by Redis before it returns.
 func (b *backend) SubscribeHolder(ctx context.Context, key string) (lock.Subscription, error) {
-	ps := b.c.Subscribe(ctx, channel(b.prefix+key))
+	ps := b.c.Subscribe(ctx, grantChannel(b.prefix+key))
 	if _, err := ps.Receive(ctx); err != nil {
 		_ = ps.Close()
 		return nil, fmt.Errorf("redislock: subscribe %q: %w", key, err)

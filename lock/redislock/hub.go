@@ -2,193 +2,406 @@ package redislock
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/haita/haita/lock"
 )
 
-// hub multiplexes the subscriptions of one Locker's waiters over one pub/sub
-// connection: the first waiter of a key subscribes to the key's channel, the
-// last one to leave unsubscribes. A message on a channel, or a
-// resubscription after a reconnect, wakes the key's first waiter through the
-// Locker's lock.WaitQueue, which keeps the waiters' order.
+// hub multiplexes the notifications of one Locker's waiters over one pub/sub
+// connection. The first waiter of a key subscribes to two channels, the last
+// one to leave unsubscribes: the key's grant channel, on which a release
+// that hands the key over names the new owner and its token, and the key's
+// keyspace channel, on which a server with keyspace notifications enabled
+// reports that another client deleted the key or that it expired. A grant
+// goes to the waiter it names, and nobody else is woken; a deletion or
+// expiry pokes the key's first local waiter, which asks Redis whether its
+// turn has come (and pokes the next one when an earlier waiter of another
+// process has it). A resubscription after a reconnect pokes every waiter of
+// the key: grants may have been lost meanwhile, and Redis keeps them.
 type hub struct {
-	c Client
-	q *lock.WaitQueue
+	c      Client
+	db     int           // the database of keyspace channels
+	linger time.Duration // how long a key nobody waits for stays subscribed
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // nil until the first subscription
-	chans  map[string]*channelState
+	keys   map[string]*keyState
+	chans  map[string]*keyState // by grant and keyspace channel
+	owners map[string]*waiter   // by owner
+	tried  map[string]queued    // queued by Try, not yet waiting, by owner
 	closed bool
-	done   chan struct{} // closed when the reader goroutine ends
+	done   chan struct{}  // closed when the reader goroutine ends
+	timers sync.WaitGroup // linger timers armed or running
 }
 
-// channelState is one channel and the waiters that need it.
-type channelState struct {
-	key  string // the lock key whose waiters a message wakes
-	refs int    // waiters subscribed or subscribing
+// queued is what Try knew when it queued an owner: the key's subscription
+// (ks, nil if none was in force) and its generation, and the key's PTTL.
+type queued struct {
+	ks   *keyState
+	gen  int
+	pttl int64
+}
+
+// keyState is one Redis key, its channels and its local waiters.
+type keyState struct {
+	redisKey       string
+	grantCh, kspCh string
+	waiters        []*waiter // oldest first
 
 	subscribed   bool // a SUBSCRIBE is in force or on its way
-	subSent      int  // SUBSCRIBE commands sent for the channel
+	subSent      int  // SUBSCRIBE commands sent for the key
 	subConfirmed int  // their confirmations received, in order
 	pending      []*pendingSub
+	gen          int         // counts subscriptions and resubscriptions
+	linger       *time.Timer // unsubscribes when nobody waits
+	recent       []grantNote // grants to owners not (yet) waiting here
 }
 
-// pendingSub is a subscriber waiting for the confirmation of a SUBSCRIBE.
+// grantNote is a grant message for an owner that had no waiter here when
+// it came: Try may have queued it, and its Wait not have joined yet.
+type grantNote struct {
+	owner string
+	g     handed
+}
+
+// maxRecent bounds a key's recent grant notes.
+const maxRecent = 16
+
+// pendingSub is a waiter waiting for the confirmation of a SUBSCRIBE.
 type pendingSub struct {
 	want  int           // subConfirmed needed
 	ready chan struct{} // closed on confirmation
 }
 
-func newHub(c Client, q *lock.WaitQueue) *hub {
-	return &hub{c: c, q: q, chans: make(map[string]*channelState)}
+// handed is a grant a release made to a waiter.
+type handed struct {
+	token lock.Token
+	// at is when the key's TTL started at the latest: when the releasing
+	// request was sent, if this process sent it, or else when the
+	// notification arrived.
+	at time.Time
 }
 
-// subscription is a waiter in the queue plus its hold on the channel.
-type subscription struct {
-	*lock.Waiter
-	h  *hub
-	ch string
+// waiter is one waiting Acquire of this Locker.
+type waiter struct {
+	h     *hub
+	ks    *keyState
+	owner string
+	grant chan handed   // a release handed the key over; buffered
+	poke  chan struct{} // the key may be free; buffered
 }
 
-// Close leaves the queue and lets go of the channel.
-func (s *subscription) Close() {
-	s.Waiter.Close()
-	s.h.unref(s.ch)
+func newHub(c Client, linger time.Duration) *hub {
+	h := &hub{
+		c: c, linger: linger,
+		keys: make(map[string]*keyState), chans: make(map[string]*keyState),
+		owners: make(map[string]*waiter), tried: make(map[string]queued),
+	}
+	if o, ok := c.(interface{ Options() *redis.Options }); ok {
+		h.db = o.Options().DB
+	}
+	return h
 }
 
-// subscribe joins req to the queue once Redis has confirmed the
-// subscription to ch, the channel of req.Key.
-func (h *hub) subscribe(ctx context.Context, ch string, req lock.Request) (lock.Subscription, error) {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return nil, lock.ErrClosed
-	}
-	cs := h.chans[ch]
-	if cs == nil {
-		cs = &channelState{key: req.Key}
-		h.chans[ch] = cs
-	}
-	cs.refs++
-	if !cs.subscribed {
-		cs.subscribed = true
-		cs.subSent++
-		if err := h.send(ctx, "subscribe", ch); err != nil {
-			cs.subSent--
-			cs.subscribed = false
-			h.mu.Unlock()
-			h.unref(ch)
-			return nil, err
-		}
-	}
-	p := &pendingSub{want: cs.subSent, ready: make(chan struct{})}
-	if cs.subConfirmed >= p.want {
-		close(p.ready)
-	} else {
-		cs.pending = append(cs.pending, p)
-	}
-	h.mu.Unlock()
-
-	select {
-	case <-p.ready:
-		return &subscription{Waiter: h.q.Join(req), h: h, ch: ch}, nil
-	case <-ctx.Done():
-		h.mu.Lock()
-		if i := slices.Index(cs.pending, p); i >= 0 {
-			cs.pending = slices.Delete(cs.pending, i, i+1)
-		}
-		h.mu.Unlock()
-		h.unref(ch)
-		return nil, ctx.Err()
-	}
-}
-
-// unref lets go of ch, unsubscribing when nobody needs it any more.
-func (h *hub) unref(ch string) {
+// snapshot returns what a Try that queues owner for redisKey now must
+// remember for its Wait: the key's subscription if one is confirmed.
+func (h *hub) snapshot(redisKey string) queued {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cs := h.chans[ch]
-	if cs == nil {
-		return
+	if ks := h.keys[redisKey]; ks != nil && ks.subscribed && ks.subConfirmed == ks.subSent {
+		return queued{ks: ks, gen: ks.gen}
 	}
-	if cs.refs--; cs.refs > 0 {
-		return
-	}
-	if cs.subscribed && !h.closed && h.ps != nil {
-		cs.subscribed = false
-		_ = h.send(context.Background(), "unsubscribe", ch)
-	}
-	h.forget(ch, cs)
+	return queued{}
 }
 
-// send writes SUBSCRIBE or UNSUBSCRIBE on the shared connection, opening it
-// and starting the reader on first use. h.mu is held.
-func (h *hub) send(ctx context.Context, cmd, ch string) error {
+// remember records that Try queued owner.
+func (h *hub) remember(owner string, q queued) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.tried[owner] = q
+	}
+}
+
+// join registers a waiter for owner on redisKey and returns it once Redis
+// has confirmed the key's subscriptions, so that no grant or deletion after
+// join returns is missed. The caller must call leave. When Try queued owner
+// while the same subscription was in force, join also returns true and what
+// Try learnt: no grant since then can have been missed.
+func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, queued, bool, error) {
+	h.mu.Lock()
+	tried, wasTried := h.tried[owner]
+	delete(h.tried, owner)
+	if h.closed {
+		h.mu.Unlock()
+		return nil, tried, false, lock.ErrClosed
+	}
+	ks := h.keys[redisKey]
+	if ks == nil {
+		ks = &keyState{
+			redisKey: redisKey,
+			grantCh:  grantChannel(redisKey),
+			kspCh:    "__keyspace@" + strconv.Itoa(h.db) + "__:" + redisKey,
+		}
+		h.keys[redisKey] = ks
+		h.chans[ks.grantCh], h.chans[ks.kspCh] = ks, ks
+	}
+	w := &waiter{h: h, ks: ks, owner: owner, grant: make(chan handed, 1), poke: make(chan struct{}, 1)}
+	ks.waiters = append(ks.waiters, w)
+	h.owners[owner] = w
+	if ks.linger != nil && ks.linger.Stop() {
+		h.timers.Done()
+	}
+	ks.linger = nil
+	for i, n := range ks.recent {
+		if n.owner == owner {
+			w.give(n.g)
+			ks.recent = slices.Delete(ks.recent, i, i+1)
+			break
+		}
+	}
+	continuous := wasTried && tried.ks == ks && tried.gen == ks.gen && ks.subscribed
+	if !ks.subscribed {
+		ks.subscribed = true
+		ks.subSent++
+		ks.gen++
+		if err := h.send(ctx, "subscribe", ks); err != nil {
+			ks.subSent--
+			ks.subscribed = false
+			h.mu.Unlock()
+			w.leave()
+			return nil, tried, false, err
+		}
+	}
+	p := &pendingSub{want: ks.subSent, ready: make(chan struct{})}
+	if ks.subConfirmed >= p.want {
+		close(p.ready)
+	} else {
+		ks.pending = append(ks.pending, p)
+	}
+	h.mu.Unlock()
+	select {
+	case <-p.ready:
+		return w, tried, continuous, nil
+	case <-ctx.Done():
+		h.mu.Lock()
+		if i := slices.Index(ks.pending, p); i >= 0 {
+			ks.pending = slices.Delete(ks.pending, i, i+1)
+		}
+		h.mu.Unlock()
+		w.leave()
+		return nil, tried, false, ctx.Err()
+	}
+}
+
+// leave takes w out of its key's waiters. When it was the last, the key
+// stays subscribed for the hub's linger time, so that a contender that
+// waits again and again does not subscribe each time.
+func (w *waiter) leave() {
+	h, ks := w.h, w.ks
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := slices.Index(ks.waiters, w)
+	if i < 0 {
+		return
+	}
+	ks.waiters = slices.Delete(ks.waiters, i, i+1)
+	if h.owners[w.owner] == w {
+		delete(h.owners, w.owner)
+	}
+	if len(ks.waiters) > 0 {
+		return
+	}
+	if ks.subscribed && !h.closed && h.ps != nil && ks.linger == nil {
+		h.timers.Add(1)
+		ks.linger = time.AfterFunc(h.linger, func() {
+			defer h.timers.Done()
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if ks.linger == nil || len(ks.waiters) > 0 {
+				return
+			}
+			ks.linger = nil
+			h.unsubscribe(ks)
+		})
+		return
+	}
+	h.unsubscribe(ks)
+}
+
+// unsubscribe ends ks's subscription, now that nobody waits for the key.
+// h.mu is held.
+func (h *hub) unsubscribe(ks *keyState) {
+	if ks.subscribed && !h.closed && h.ps != nil {
+		ks.subscribed = false
+		ks.recent = nil
+		_ = h.send(context.Background(), "unsubscribe", ks)
+	}
+	h.forget(ks)
+}
+
+// pokeNext wakes the local waiter after w: Redis said the key is free and an
+// earlier waiter's turn, and that waiter may be the next one here.
+func (w *waiter) pokeNext() {
+	h, ks := w.h, w.ks
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i := slices.Index(ks.waiters, w); i >= 0 && i+1 < len(ks.waiters) {
+		ks.waiters[i+1].wake()
+	}
+}
+
+// hand delivers a grant to the local waiter of owner, if there is one: the
+// release that made it was sent by this process.
+func (h *hub) hand(owner string, g handed) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w := h.owners[owner]; w != nil {
+		w.give(g)
+	}
+}
+
+func (w *waiter) give(g handed) {
+	select {
+	case w.grant <- g:
+	default: // a second notice of the same grant
+	}
+}
+
+func (w *waiter) wake() {
+	select {
+	case w.poke <- struct{}{}:
+	default:
+	}
+}
+
+// send writes SUBSCRIBE or UNSUBSCRIBE for ks's channels on the shared
+// connection, opening it and starting the reader on first use. h.mu is held.
+func (h *hub) send(ctx context.Context, cmd string, ks *keyState) error {
 	if h.ps == nil {
 		if cmd != "subscribe" {
 			return nil
 		}
 		ps := h.c.Subscribe(ctx)
-		if err := ps.Subscribe(ctx, ch); err != nil {
+		if err := ps.Subscribe(ctx, ks.grantCh, ks.kspCh); err != nil {
 			_ = ps.Close()
 			return err
 		}
 		h.ps = ps
 		h.done = make(chan struct{})
-		msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-		go h.read(msgs)
+		go h.read(ps)
 		return nil
 	}
 	if cmd == "subscribe" {
-		return h.ps.Subscribe(ctx, ch)
+		return h.ps.Subscribe(ctx, ks.grantCh, ks.kspCh)
 	}
-	return h.ps.Unsubscribe(ctx, ch)
+	return h.ps.Unsubscribe(ctx, ks.grantCh, ks.kspCh)
 }
 
-// read dispatches confirmations and messages until the pub/sub closes.
-func (h *hub) read(msgs <-chan any) {
+// pingAfter is how long the reader waits for a message before it pings the
+// server, to find a connection that died without a word.
+const pingAfter = 5 * time.Second
+
+// read dispatches confirmations and messages until the pub/sub closes. It
+// reads the connection itself rather than through go-redis's channel: one
+// goroutine hop less between a grant and its waiter. A failed read or ping
+// makes go-redis reconnect and resubscribe.
+func (h *hub) read(ps *redis.PubSub) {
 	defer close(h.done)
-	for m := range msgs {
+	ctx := context.Background()
+	failures := 0
+	for {
+		m, err := ps.ReceiveTimeout(ctx, pingAfter)
+		if errors.Is(err, redis.ErrClosed) {
+			return
+		}
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			_ = ps.Ping(ctx)
+			continue
+		}
+		if err != nil {
+			if failures++; failures > 1 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		failures = 0
 		h.mu.Lock()
 		switch m := m.(type) {
 		case *redis.Subscription:
-			cs := h.chans[m.Channel]
-			if cs == nil || m.Kind != "subscribe" {
+			// Redis confirms the channels of one SUBSCRIBE in order: the
+			// keyspace channel's confirmation is the last.
+			ks := h.chans[m.Channel]
+			if ks == nil || m.Kind != "subscribe" || m.Channel != ks.kspCh {
 				break
 			}
-			cs.subConfirmed++
-			if cs.subConfirmed > cs.subSent {
-				// A resubscription after a reconnect: messages may have
-				// been lost meanwhile.
-				cs.subConfirmed = cs.subSent
-				h.q.Wake(cs.key)
+			ks.subConfirmed++
+			if ks.subConfirmed > ks.subSent {
+				// A resubscription after a reconnect: grants may have been
+				// lost meanwhile.
+				ks.subConfirmed = ks.subSent
+				ks.gen++
+				for _, w := range ks.waiters {
+					w.wake()
+				}
 			}
-			cs.pending = slices.DeleteFunc(cs.pending, func(p *pendingSub) bool {
-				if p.want <= cs.subConfirmed {
+			ks.pending = slices.DeleteFunc(ks.pending, func(p *pendingSub) bool {
+				if p.want <= ks.subConfirmed {
 					close(p.ready)
 					return true
 				}
 				return false
 			})
-			h.forget(m.Channel, cs)
+			h.forget(ks)
 		case *redis.Message:
-			if cs := h.chans[m.Channel]; cs != nil {
-				h.q.Wake(cs.key)
+			ks := h.chans[m.Channel]
+			if ks == nil {
+				break
+			}
+			if m.Channel == ks.grantCh {
+				owner, token, ok := strings.Cut(m.Payload, " ")
+				n, err := strconv.ParseUint(token, 10, 64)
+				if !ok || err != nil {
+					break
+				}
+				g := handed{token: lock.Token(n), at: time.Now()}
+				if w := h.owners[owner]; w != nil && w.ks == ks {
+					w.give(g)
+					break
+				}
+				if len(ks.recent) == maxRecent {
+					ks.recent = slices.Delete(ks.recent, 0, 1)
+				}
+				ks.recent = append(ks.recent, grantNote{owner: owner, g: g})
+				break
+			}
+			switch m.Payload {
+			case "del", "expired", "evicted":
+				if len(ks.waiters) > 0 {
+					ks.waiters[0].wake()
+				}
 			}
 		}
 		h.mu.Unlock()
 	}
 }
 
-// forget drops the state of a channel nobody needs once its subscription
+// forget drops the state of a key nobody waits for once its subscription
 // confirmations are all in. h.mu is held.
-func (h *hub) forget(ch string, cs *channelState) {
-	if cs.refs == 0 && !cs.subscribed && cs.subConfirmed == cs.subSent {
-		delete(h.chans, ch)
+func (h *hub) forget(ks *keyState) {
+	if len(ks.waiters) == 0 && !ks.subscribed && ks.subConfirmed == ks.subSent && h.keys[ks.redisKey] == ks {
+		delete(h.keys, ks.redisKey)
+		delete(h.chans, ks.grantCh)
+		delete(h.chans, ks.kspCh)
 	}
 }
 
@@ -200,7 +413,15 @@ func (h *hub) close() error {
 	}
 	h.closed = true
 	ps, done := h.ps, h.done
+	for _, ks := range h.keys {
+		if ks.linger != nil && ks.linger.Stop() {
+			h.timers.Done()
+		}
+		ks.linger = nil
+	}
+	h.tried = nil
 	h.mu.Unlock()
+	h.timers.Wait()
 	if ps == nil {
 		return nil
 	}

@@ -285,11 +285,12 @@ func TestWakeAcrossLockers(t *testing.T) {
 }
 
 // TestHotKeyFair runs 8 goroutines of one Locker on one key, each taking it
-// again at once after releasing it. Nobody may be starved, and no wait may
-// come near the fallback poll.
+// again at once after releasing it. Nobody may be starved, and no waiter
+// may miss its grant: with the poll at a minute and the queue renewal at a
+// third of the TTL, a missed grant shows as a wait of many seconds.
 func TestHotKeyFair(t *testing.T) {
 	c := single(t)
-	l := newLocker(t, c, lock.Options{})
+	l := newLocker(t, c, lock.Options{TTL: time.Minute, PollInterval: time.Minute})
 	const workers = 8
 	var counts [workers]int
 	var waits []time.Duration
@@ -332,7 +333,7 @@ func TestHotKeyFair(t *testing.T) {
 			t.Errorf("goroutine %d got the key %d times of %d: starved", g, n, total)
 		}
 	}
-	if max := waits[total-1]; max > 200*time.Millisecond {
+	if max := waits[total-1]; max > 5*time.Second {
 		t.Errorf("worst wait %v", max)
 	}
 }

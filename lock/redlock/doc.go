@@ -16,6 +16,32 @@
 // out in parallel as well; refresh needs a majority. The keys are named and
 // valued as redsync names them, so the two exclude each other.
 //
+// # Waiting
+//
+// With clients that can subscribe (*redis.Client), haita's waiters queue
+// on every instance: a waiting Acquire that finds the key held joins a
+// sorted set beside the key ("haita:q:" + key, deadlines in "haita:w:" +
+// key) in the same script, ordered by its first attempt's clock (the same
+// on every instance, so that the instances agree on who is first). A free
+// key is the first live waiter's turn: other haita attempts on that
+// instance are refused, so that a contender that releases and at once
+// acquires again cannot barge ahead. A release deletes the key and, when
+// waiters queue, publishes the first one's owner on "haita:released:" +
+// key; only that waiter wakes, and takes a majority in one round. An
+// uncontended release publishes nothing. A waiter keeps its place by
+// attempting at least every poll (lock.Options.PollInterval, 1s), and
+// loses it three polls after its last attempt, so a waiter process that
+// died holds the queue up for about three polls. Each Locker keeps one
+// pub/sub connection per instance for all its waiters. If the instances
+// disagree on who is first (a place lost on one instance) and a vote
+// splits without a winner, the attempts give their instances back without
+// waking anyone and try again within 1–3ms, at random.
+//
+// Clients other than haita (redsync) know nothing of the queue and publish
+// nothing: their SET NX can take a free key ahead of the queue, and haita's
+// waiters find their releases by the fallback poll, or at the holder's
+// expiry. With clients that cannot subscribe, waiting polls every 50ms.
+//
 // # Fencing across a quorum
 //
 // Every instance keeps fencing counters (one per hash slot, so they stay

@@ -52,7 +52,7 @@ const noExpiry = time.Duration(math.MaxInt64)
 // so.
 func (b *backend) ReadHolder(ctx context.Context, key string) (lock.HolderInfo, error) {
 	keys := b.keys(key)
-	keys = []string{keys[0], keys[2]}
+	keys = []string{keys[0], keys[4]}
 	sent := time.Now()
 	views := make([]instanceHolder, len(b.clients))
 	errs := make([]error, len(b.clients))

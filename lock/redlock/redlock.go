@@ -3,7 +3,9 @@ package redlock
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,14 +61,22 @@ var (
 	//go:embed refresh.lua
 	refreshLua    string
 	refreshScript = redis.NewScript(refreshLua)
+	//go:embed dequeue.lua
+	dequeueLua    string
+	dequeueScript = redis.NewScript(dequeueLua)
 )
 
 // New returns a Locker over the independent Redis masters reached through
 // clients (each a *redis.Client, usually one per instance; not replicas of
 // each other). A lease needs a majority, len(clients)/2+1, of them. The
-// default TTL is [DefaultTTL]; waiting polls every 50ms (jittered), or
-// sooner when the holder's lease ends sooner. The Locker does not close the
-// clients. New returns an error matching [lock.ErrInvalidOptions] when
+// default TTL is [DefaultTTL]. When every client can also subscribe (as
+// *redis.Client can), a release publishes on every instance it releases on
+// and waiters are woken by that; the Locker keeps one pub/sub connection
+// per instance for all its waiters, and they fall back to polling every
+// opts.PollInterval (1s by default) for releases by other clients, or
+// sooner when the holder's lease ends sooner. With clients that cannot
+// subscribe, waiting polls every 50ms (jittered). The Locker does not close
+// the clients. New returns an error matching [lock.ErrInvalidOptions] when
 // clients is empty or holds a nil client, for a nil or invalid option, or
 // for invalid opts.
 func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locker, error) {
@@ -87,7 +97,20 @@ func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locke
 		return nil, fmt.Errorf("%w: redlock: instance timeout %v must be positive and below the TTL", lock.ErrInvalidOptions, cfg.timeout)
 	}
 	b := &backend{clients: slices.Clone(clients), quorum: len(clients)/2 + 1, prefix: cfg.prefix, timeout: cfg.timeout}
-	l, err := lock.New(b, opts)
+	var lb lock.Backend = b
+	if subs, ok := subscribers(clients); ok {
+		b.waiters = make(map[string]*waiter)
+		poll := opts.PollInterval
+		if poll <= 0 {
+			poll = time.Second
+		}
+		b.place = 3 * poll
+		for _, c := range subs {
+			b.hubs = append(b.hubs, newHub(c, b.wake))
+		}
+		lb = notifier{b}
+	}
+	l, err := lock.New(lb, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +122,41 @@ type backend struct {
 	quorum  int
 	prefix  string
 	timeout time.Duration // per instance; zero: from the TTL
+
+	// With clients that can subscribe: one pub/sub hub per instance, the
+	// Locker's waiters by owner, and how long a waiter's place in an
+	// instance's queue lasts without an attempt renewing it (three polls).
+	// Nil and zero otherwise.
+	hubs    []*hub
+	place   time.Duration
+	mu      sync.Mutex
+	waiters map[string]*waiter
+}
+
+// waiter is one waiting Acquire of this Locker.
+type waiter struct {
+	key  string
+	c    chan struct{} // buffered: its turn may have come
+	took bool          // it got the key; guarded by backend.mu
+}
+
+// subscriber is what a client needs beyond redis.Scripter for waiters to
+// be woken by notification.
+type subscriber interface {
+	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+}
+
+// subscribers returns the clients as subscribers if every one is.
+func subscribers(clients []redis.Scripter) ([]subscriber, bool) {
+	subs := make([]subscriber, len(clients))
+	for i, c := range clients {
+		s, ok := c.(subscriber)
+		if !ok {
+			return nil, false
+		}
+		subs[i] = s
+	}
+	return subs, true
 }
 
 // instanceTimeout is how long one instance may take to answer an acquire.
@@ -120,16 +178,44 @@ func (b *backend) Capabilities() lock.Capabilities {
 		LossDetection: true, // refresh compares the owner on a majority
 		FailoverSafe:  true, // a minority of instances may fail (see the package doc for restarts)
 		CrossProcess:  true,
-		Notify:        false,
+		Notify:        b.hubs != nil,
 	}
 }
 
 func (b *backend) DefaultTTL() time.Duration { return DefaultTTL }
-func (b *backend) Close() error              { return nil }
 
+func (b *backend) Close() error {
+	var errs []error
+	for _, h := range b.hubs {
+		errs = append(errs, h.close())
+	}
+	return errors.Join(errs...)
+}
+
+// channel is the channel a release of redisKey publishes on.
+func channel(redisKey string) string { return "haita:released:" + redisKey }
+
+// keys returns the Redis key of a lock key, the fencing counter in its hash
+// slot, the key's queue of waiters and their deadlines, and its holder
+// record (see holder.go).
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), holderKey(k, b.prefix)}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), "haita:q:" + k, "haita:w:" + k, holderKey(k, b.prefix)}
+}
+
+// wake wakes the waiter of owner on key, or every waiter of key for owner
+// "".
+func (b *backend) wake(key, owner string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for o, w := range b.waiters {
+		if w.key == key && (owner == "" || owner == o) {
+			select {
+			case w.c <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
@@ -175,14 +261,48 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // was worthless, and is given back); otherwise a *QuorumError naming the
 // failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
+	g, err := b.try(ctx, req)
+	if err == nil && b.waiters != nil {
+		b.mu.Lock()
+		if w := b.waiters[req.Owner.String()]; w != nil {
+			w.took = true
+		}
+		b.mu.Unlock()
+	}
+	return g, err
+}
+
+func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	queue := req.Wait && b.hubs != nil
+	waiting := "0"
+	if queue {
+		waiting = "1"
+	}
+	arrival := strconv.FormatInt(start.UnixMicro(), 10)
+	var mu sync.Mutex
+	holders := make(map[string]int) // instances held, by holder
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
 		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 		defer cancel()
-		return acquireScript.Run(actx, c, keys, owner, ttl, req.Holder).Int64()
+		res, err := acquireScript.Run(actx, c, keys, owner, ttl, waiting, ms(b.place), arrival, req.Holder).Slice()
+		if err != nil {
+			return 0, err
+		}
+		n, ok := res[0].(int64)
+		if !ok {
+			return 0, fmt.Errorf("redlock: acquire script answered %v", res)
+		}
+		if len(res) == 2 && n != -3 {
+			h, _ := res[1].(string)
+			mu.Lock()
+			holders[h]++
+			mu.Unlock()
+		}
+		return n, nil
 	})
-	var granted []int
+	var granted, gated []int
 	var token int64
 	var pttls []time.Duration
 	var errs []error
@@ -193,6 +313,8 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		case r.n > 0:
 			granted = append(granted, i)
 			token = max(token, r.n)
+		case r.n == -3:
+			gated = append(gated, i) // free, but an earlier waiter's turn
 		case r.n == -1:
 			pttls = append(pttls, -1)
 		default:
@@ -230,16 +352,36 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		case validity <= drift(req.TTL):
 			why = fmt.Sprintf("the quorum took %v of the TTL %v", time.Since(start).Round(time.Millisecond), req.TTL)
 		default:
+			if len(gated) > 0 {
+				// This attempt is queued where it was refused: leave.
+				b.fanOut(gated, func(c redis.Scripter) (int64, error) {
+					return dequeueScript.Run(ctx, c, keys[2:4], owner).Int64()
+				})
+			}
 			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
 		}
 	}
 	took := time.Since(start)
 	if len(granted) > 0 || len(errs) > 0 {
-		b.releaseAll(req)
+		// Quietly, and keeping its place: waking another waiter for the
+		// instances this attempt took would only start another round of
+		// split votes.
+		b.releaseQuiet(req, queue)
 	}
 	if why == "" && len(granted)+len(errs) < b.quorum {
 		// Held on so many instances that answering ones could not change it.
-		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: b.freeAt(pttls, len(granted)+len(errs))}
+		free := b.freeAt(pttls, len(granted)+len(errs))
+		won := false
+		for _, n := range holders {
+			won = won || n >= b.quorum
+		}
+		if len(granted) > 0 && !won && b.hubs != nil {
+			// A split vote that nobody won, and the instances given back
+			// without a notification: try again in a moment, at a random
+			// one, so that the next attempts do not collide.
+			free = time.Now().Add(time.Millisecond + rand.N(2*time.Millisecond))
+		}
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: free}
 	}
 	if took >= req.TTL-drift(req.TTL) {
 		// Granted or not, it came too late to be valid: not an unknown
@@ -272,24 +414,41 @@ func (b *backend) freeAt(pttls []time.Duration, free int) time.Time {
 func (b *backend) releaseAll(req lock.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = b.release(ctx, req)
+	_ = b.release(ctx, req, channel(b.prefix+req.Key), false)
 }
 
-func (b *backend) release(ctx context.Context, req lock.Request) []reply {
+// releaseQuiet is releaseAll without waking a waiter, and keeping req's
+// place in the queues if keep.
+func (b *backend) releaseQuiet(req lock.Request, keep bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.release(ctx, req, "", keep)
+}
+
+// release releases req on every instance, then wakes the next waiter with a
+// message on ch ("": not). Unless keep, req leaves the queues.
+func (b *backend) release(ctx context.Context, req lock.Request, ch string, keep bool) []reply {
 	keys, owner := b.keys(req.Key), req.Owner.String()
+	k := "0"
+	if keep {
+		k = "1"
+	}
 	return b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
-		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token)).Int64()
+		return releaseScript.Run(ctx, c, keys, owner, uint64(req.Token), ch, k).Int64()
 	})
 }
 
 // Release deletes the key on every instance that req's owner holds it on,
-// and writes the token back to every instance's counter. It returns nil when
-// one instance at least released it, lock.ErrNotHeld when a majority
-// answered that the owner held it nowhere.
+// and writes the token back to every instance's counter. It returns
+// lock.ErrNotHeld when a majority answered that the owner did not hold the
+// key there (a lease that kept only a minority, after its key expired on
+// the others and another owner took them, was lost, even though the
+// minority's keys are deleted), otherwise nil when one instance at least
+// released it.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
 	var released, notHeld int
 	var errs []error
-	for i, r := range b.release(ctx, req) {
+	for i, r := range b.release(ctx, req, channel(b.prefix+req.Key), false) {
 		switch {
 		case r.err != nil:
 			errs = append(errs, fmt.Errorf("instance %d: %w", i, r.err))
@@ -300,10 +459,10 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 		}
 	}
 	switch {
-	case released > 0:
-		return nil
 	case notHeld >= b.quorum:
 		return lock.ErrNotHeld
+	case released > 0:
+		return nil
 	}
 	return &QuorumError{Op: "release", Key: req.Key, Reason: fmt.Sprintf("%d instances answered, fewer than the quorum of %d", notHeld, b.quorum), Errs: errs}
 }
@@ -312,7 +471,7 @@ func (b *backend) Release(ctx context.Context, req lock.Request) error {
 // succeeds when a majority extended it.
 func (b *backend) Refresh(ctx context.Context, req lock.Request) error {
 	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
-	keys = []string{keys[0], keys[2]} // the key and its holder record
+	keys = []string{keys[0], keys[4]} // the key and its holder record
 	var extended, notHeld int
 	var errs []error
 	for i, r := range b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
@@ -357,3 +516,73 @@ func (e *QuorumError) Error() string {
 
 // Unwrap returns the instances' errors.
 func (e *QuorumError) Unwrap() []error { return e.Errs }
+
+// notifier is a backend whose clients can subscribe: waiters queue on
+// every instance, and a release publishes the name of the first, which
+// alone wakes.
+type notifier struct{ *backend }
+
+var _ lock.Notifier = notifier{}
+
+// Subscribe implements lock.Notifier: it subscribes to the key's channel
+// on every instance (sharing each instance's connection with the Locker's
+// other waiters). It needs the confirmation of len(clients)-quorum+1
+// instances, enough to meet every majority a release can have released on.
+func (n notifier) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
+	ch := channel(n.prefix + req.Key)
+	s := &subscription{b: n.backend, req: req, ch: ch, w: &waiter{key: n.prefix + req.Key, c: make(chan struct{}, 1)}}
+	n.mu.Lock()
+	n.waiters[req.Owner.String()] = s.w
+	n.mu.Unlock()
+	errs := make([]error, len(n.hubs))
+	var wg sync.WaitGroup
+	for i, h := range n.hubs {
+		wg.Go(func() { errs[i] = h.subscribe(ctx, ch, s.w.key) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			s.hubs = append(s.hubs, n.hubs[i])
+		}
+	}
+	if need := len(n.hubs) - n.quorum + 1; len(s.hubs) < need {
+		s.Close()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("redlock: subscribed on %d instances, fewer than %d: %w", len(s.hubs), need, errors.Join(errs...))
+	}
+	return s, nil
+}
+
+// subscription is a waiter plus its hold on the key's channel on each
+// instance that confirmed it.
+type subscription struct {
+	b    *backend
+	req  lock.Request
+	ch   string
+	w    *waiter
+	hubs []*hub
+}
+
+func (s *subscription) C() <-chan struct{} { return s.w.c }
+
+// Close lets go of the channel and, unless the waiter got the key, takes
+// it out of the queues, so that its place does not hold up the others.
+func (s *subscription) Close() {
+	s.b.mu.Lock()
+	delete(s.b.waiters, s.req.Owner.String())
+	took := s.w.took
+	s.b.mu.Unlock()
+	for _, h := range s.hubs {
+		h.unref(s.ch)
+	}
+	if !took {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, owner := s.b.keys(s.req.Key), s.req.Owner.String()
+		s.b.fanOut(s.b.all(), func(c redis.Scripter) (int64, error) {
+			return dequeueScript.Run(ctx, c, keys[2:4], owner).Int64()
+		})
+	}
+}

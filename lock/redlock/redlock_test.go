@@ -3,6 +3,7 @@ package redlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -205,5 +206,41 @@ func TestNew(t *testing.T) {
 				t.Fatalf("New = %v", err)
 			}
 		})
+	}
+}
+
+// TestWakeByNotification checks that a release wakes a waiter of another
+// Locker by notification: with the fallback poll at a minute, every one of
+// a chain of handoffs between two Lockers must come well before it.
+func TestWakeByNotification(t *testing.T) {
+	_, clients := instances(t, 3)
+	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	b := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	if !a.Capabilities().Notify {
+		t.Fatal("Capabilities().Notify is false with *redis.Client instances")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for i := range 10 {
+		key := fmt.Sprintf("notify-%d", i)
+		le, err := a.Acquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			le, err := b.Acquire(ctx, key)
+			if err == nil {
+				err = le.Release(context.WithoutCancel(ctx))
+			}
+			got <- err
+		}()
+		locktest.WaitUntilWaiting(t, b, key, 1)
+		if err := le.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Fatalf("waiter after a release: %v", err)
+		}
 	}
 }
