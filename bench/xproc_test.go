@@ -34,10 +34,10 @@ import (
 //
 //	cd bench && go test -run '^$' -bench 'HotKeyEach|HotKeyProcs' -benchtime 1x -count 1 .
 
-// childEnv selects child mode: "pg" or "etcd". The other variables are the
+// xprocEnv selects child mode: "pg" or "etcd". The other variables are the
 // server address, the key and how long to take it.
 const (
-	childEnv     = "HAITA_BENCH_CHILD"
+	xprocEnv     = "HAITA_BENCH_XPROC"
 	childAddrEnv = "HAITA_BENCH_ADDR"
 	childKeyEnv  = "HAITA_BENCH_KEY"
 	childForEnv  = "HAITA_BENCH_FOR"
@@ -48,20 +48,20 @@ const procsFor = 3 * time.Second
 
 // Child mode runs before TestMain, so that children start no servers.
 func init() {
-	if os.Getenv(childEnv) == "" {
+	if os.Getenv(xprocEnv) == "" {
 		return
 	}
-	if err := runChild(); err != nil {
+	if err := runXprocChild(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
 }
 
-// runChild builds one Locker, says "ready", waits for a line on stdin, then
+// runXprocChild builds one Locker, says "ready", waits for a line on stdin, then
 // takes and releases the key until the time is up and prints its waits in
 // nanoseconds on one line.
-func runChild() error {
+func runXprocChild() error {
 	ctx := context.Background()
 	addr, key := os.Getenv(childAddrEnv), os.Getenv(childKeyEnv)
 	d, err := time.ParseDuration(os.Getenv(childForEnv))
@@ -69,7 +69,7 @@ func runChild() error {
 		return err
 	}
 	var l lock.Locker
-	switch os.Getenv(childEnv) {
+	switch os.Getenv(xprocEnv) {
 	case "pg":
 		pool, err := pgxpool.New(ctx, addr)
 		if err != nil {
@@ -92,7 +92,7 @@ func runChild() error {
 			return err
 		}
 	default:
-		return fmt.Errorf("unknown %s", childEnv)
+		return fmt.Errorf("unknown %s", xprocEnv)
 	}
 	defer l.Close()
 	fmt.Println("ready")
@@ -138,7 +138,7 @@ func runHotKeyProcs(engine, addr, key string, procs int) (hotKeyResult, error) {
 	}()
 	for range procs {
 		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), childEnv+"="+engine, childAddrEnv+"="+addr,
+		cmd.Env = append(os.Environ(), xprocEnv+"="+engine, childAddrEnv+"="+addr,
 			childKeyEnv+"="+key, childForEnv+"="+procsFor.String())
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
