@@ -116,10 +116,10 @@ func runXprocChild() error {
 	return nil
 }
 
-// runHotKeyProcs starts one child process per contender, lets them all go
+// runXprocHotKey starts one child process per contender, lets them all go
 // at once and collects their waits. elapsed runs from the go to the last
 // child's report, so it includes the last holds that ran past the time.
-func runHotKeyProcs(engine, addr, key string, procs int) (hotKeyResult, error) {
+func runXprocHotKey(engine, addr, key string, procs int) (hotKeyResult, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return hotKeyResult{}, err
@@ -289,7 +289,7 @@ func BenchmarkPGHotKeyEach(b *testing.B) {
 	})
 	b.Run("lib=haita/shape=procs/g=8", func(b *testing.B) {
 		addr := pool.Config().ConnString()
-		res, err := runHotKeyProcs("pg", addr, uniqueKey("pge:"), contenders)
+		res, err := runXprocHotKey("pg", addr, uniqueKey("pge:"), contenders)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func BenchmarkEtcdHotKeyEach(b *testing.B) {
 		reportHotKey(b, res, b.N)
 	})
 	b.Run("lib=haita/shape=procs/g=8", func(b *testing.B) {
-		res, err := runHotKeyProcs("etcd", strings.Join(cli.Endpoints(), ","), uniqueKey("etcde/"), contenders)
+		res, err := runXprocHotKey("etcd", strings.Join(cli.Endpoints(), ","), uniqueKey("etcde/"), contenders)
 		if err != nil {
 			b.Fatal(err)
 		}
