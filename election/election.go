@@ -90,12 +90,31 @@ type Leader struct {
 // the engine's notification where it has one. It returns an error matching
 // ctx.Err() when ctx ended first, and the Locker's errors otherwise (such as
 // [lock.ErrWaitLimit] or [lock.ErrClosed]); then this candidate does not
-// lead. The caller must call Resign on the Leadership, also after it was
-// lost, so that its background work stops.
+// lead. An attempt whose outcome the engine did not confirm
+// ([lock.ErrIndeterminate]: a slow or unreachable engine, a Redlock vote
+// without quorum) or whose grant came after its own deadline
+// ([lock.ErrLost]) is not an answer: the Locker has given back whatever it
+// may have taken, and Campaign tries again after a short backoff (10ms,
+// doubling up to 1s) until ctx ends. The caller must call Resign on the
+// Leadership, also after it was lost, so that its background work stops.
 func (e *Election) Campaign(ctx context.Context) (*Leadership, error) {
-	le, err := e.l.Acquire(ctx, e.name)
-	if err != nil {
-		return nil, fmt.Errorf("election: campaign %q: %w", e.name, err)
+	var le *lock.Lease
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		var err error
+		le, err = e.l.Acquire(ctx, e.name)
+		if err == nil {
+			break
+		}
+		if (!errors.Is(err, lock.ErrIndeterminate) && !errors.Is(err, lock.ErrLost)) || ctx.Err() != nil {
+			return nil, fmt.Errorf("election: campaign %q: %w", e.name, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("election: campaign %q: %w (last attempt: %v)", e.name, ctx.Err(), err)
+		case <-t.C:
+		}
 	}
 	ld := &Leadership{e: e, lease: le, since: time.Now()}
 	e.saw(le.Token(), ld.since)
