@@ -249,8 +249,9 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // TestWakeAcrossLockers checks the pub/sub path: a release by one Locker
-// (another process, as far as Redis can tell) wakes a waiter of another
-// far below the fallback poll (a minute).
+// (another process, as far as Redis can tell) hands the key to a waiter of
+// another, which learns of it by the grant message: with the poll at a
+// minute and the queue renewal at 10s, a missed message shows as seconds.
 func TestWakeAcrossLockers(t *testing.T) {
 	c := single(t)
 	a := newLocker(t, c, lock.Options{})
