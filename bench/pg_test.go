@@ -190,8 +190,8 @@ func BenchmarkPGUncontended(b *testing.B) {
 
 // BenchmarkPGHotKey: 8 goroutines on one key, each taking it again as soon
 // as it let go. haita's goroutines share one Locker (one LISTEN
-// connection), which queues them per key and hands the key from one to the
-// next in a single UPDATE; every ninth release frees the row and notifies.
+// connection); they queue in the wait table, and each release hands the key
+// to the next of them in one statement.
 func BenchmarkPGHotKey(b *testing.B) {
 	pool := startPG(b)
 	names, m := pgPeers(b, pool)

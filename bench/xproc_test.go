@@ -32,7 +32,7 @@ import (
 // with its own client and Locker, taking the key for a fixed time and
 // reporting its waits on stdout.
 //
-//	cd bench && go test -run '^$' -bench 'HotKeyEach|HotKeyProcs' -benchtime 1x -count 1 .
+//	cd bench && for i in 1 2 3; do go test -run '^$' -bench 'BenchmarkEtcdUncontended|BenchmarkPGUncontended|HotKeyEach' -benchtime 1s -count 1 -timeout 20m .; done
 
 // xprocEnv selects child mode: "pg" or "etcd". The other variables are the
 // server address, the key and how long to take it.

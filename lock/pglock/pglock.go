@@ -228,23 +228,9 @@ func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
 // later grant takes the UPDATE branch, which draws its token under the row
 // lock.
 const (
-	// cur sees a live row in the statement's snapshot without locking it;
-	// only when there is none does the INSERT run, and ON CONFLICT then
-	// re-checks the expiry on the latest row version under its row lock.
-	acquireSQL = `WITH cur AS (
-	SELECT holder, expires_at FROM %[1]s WHERE key = $1 AND expires_at > now()
-), ins AS (
-	INSERT INTO %[1]s AS l (key, owner, holder, token, expires_at)
-	SELECT $1, $2, $3, nextval(%[2]s), now() + $4::bigint * interval '1 microsecond'
-	WHERE NOT EXISTS (SELECT FROM cur)
-	ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, holder = excluded.holder,
-		token = nextval(%[2]s), expires_at = excluded.expires_at
-	WHERE l.expires_at <= now()
-	RETURNING token
-)
-SELECT coalesce((SELECT token FROM ins), 0),
-	coalesce((SELECT holder FROM cur), ''),
-	coalesce((SELECT (extract(epoch FROM expires_at - now()) * 1e6)::bigint FROM cur), 0)`
+	// acquireSQL: see acquireCTE.
+	acquireSQL = `WITH ` + acquireCTE + `
+SELECT ` + acquireResult
 
 	refreshSQL = `UPDATE %[1]s SET expires_at = now() + $3::bigint * interval '1 microsecond'
 WHERE key = $1 AND owner = $2 AND expires_at > now()`

@@ -684,3 +684,78 @@ func TestKilledWaiter(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHandoffAcrossLockers queues waiters of two other Lockers behind a
+// holder: each release hands the key to the oldest waiter, in order, without
+// a notification on the table's channel (which every Locker listens on); only
+// the last release, with nobody waiting, notifies it.
+func TestHandoffAcrossLockers(t *testing.T) {
+	pool := openPool(t, "")
+	const key = "across"
+	notifies := countNotifications(t, pool, key)
+	a := newLocker(t, pool, lock.Options{})
+	b := newLocker(t, pool, lock.Options{})
+	c := newLocker(t, pool, lock.Options{})
+	queued := func(n int) {
+		t.Helper()
+		for {
+			var got int
+			if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM haita_locks_wait WHERE key = $1", key).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got == n {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	le, err := a.Acquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		name string
+		le   *lock.Lease
+		err  error
+	}
+	order := make(chan result, 2)
+	for i, l := range []lock.Locker{b, c} {
+		go func() {
+			le, err := l.Acquire(t.Context(), key)
+			order <- result{string(rune('b' + i)), le, err}
+		}()
+		queued(i + 1)
+	}
+	if err := le.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	prev := le.Token()
+	for _, want := range []string{"b", "c"} {
+		r := <-order
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.name != want {
+			t.Fatalf("Locker %s got the key before %s", r.name, want)
+		}
+		if r.le.Token() <= prev {
+			t.Errorf("token %d not greater than %d", r.le.Token(), prev)
+		}
+		prev = r.le.Token()
+		if err := r.le.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last release found nobody waiting and notified the table's
+	// channel. Notifications arrive in commit order, so once a marker sent
+	// now has arrived every earlier one has too.
+	if _, err := pool.Exec(t.Context(), "SELECT pg_notify($1, $2)", pglock.DefaultTable, key); err != nil {
+		t.Fatal(err)
+	}
+	for notifies() < 2 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := notifies() - 1; n != 1 {
+		t.Errorf("%d notifications on the table's channel for two handoffs and a release, want 1", n)
+	}
+}

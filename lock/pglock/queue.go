@@ -20,7 +20,10 @@ import (
 // waits does it free the row and notify the table's channel.
 const (
 	// The acquire statement's first two parts, shared by the statements
-	// below. $1 key, $2 owner, $3 holder, $4 TTL in microseconds.
+	// below. $1 key, $2 owner, $3 holder, $4 TTL in microseconds. cur sees
+	// a live row in the statement's snapshot without locking it; only when
+	// there is none does the INSERT run, and ON CONFLICT then re-checks the
+	// expiry on the latest row version under its row lock.
 	acquireCTE = `cur AS (
 	SELECT holder, expires_at FROM %[1]s WHERE key = $1 AND expires_at > now()
 ), ins AS (
@@ -263,6 +266,22 @@ func (b *backend) wait(ctx context.Context, req lock.Request, w *waiter, start t
 		_, taken, sent, err := run(b.enqueueSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds(), b.l.own)
 		return taken, sent, err
 	}
+	// look runs the check statement and reports a grant: one handed over
+	// earlier, or the key found free and taken now.
+	look := func() (lock.Grant, bool, error) {
+		own, taken, sent, err := run(b.checkSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds())
+		switch {
+		case err != nil:
+			return lock.Grant{}, false, err
+		case own > 0:
+			g, _ := granted(own, last)
+			return g, true, nil
+		case taken > 0:
+			g, _ := granted(taken, sent)
+			return g, true, nil
+		}
+		return lock.Grant{}, false, nil
+	}
 	w.k.enqueue.Lock()
 	taken, sent, err := enqueue()
 	w.k.enqueue.Unlock()
@@ -312,17 +331,11 @@ func (b *backend) wait(ctx context.Context, req lock.Request, w *waiter, start t
 				continue
 			}
 			// The row is gone: handed the key, or expired and removed.
-			own, taken, sent, err := run(b.checkSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds())
+			if g, ok, err := look(); ok || err != nil {
+				return g, err
+			}
+			taken, sent, err := enqueue()
 			if err != nil {
-				return lock.Grant{}, err
-			}
-			if own > 0 {
-				return granted(own, last)
-			}
-			if taken > 0 {
-				return granted(taken, sent)
-			}
-			if taken, sent, err = enqueue(); err != nil {
 				return lock.Grant{}, err
 			}
 			if taken > 0 {
@@ -331,15 +344,8 @@ func (b *backend) wait(ctx context.Context, req lock.Request, w *waiter, start t
 			last, nextBeat = sent, sent.Add(beat)
 		}
 		if check {
-			own, taken, sent, err := run(b.checkSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds())
-			if err != nil {
-				return lock.Grant{}, err
-			}
-			if own > 0 {
-				return granted(own, last)
-			}
-			if taken > 0 {
-				return granted(taken, sent)
+			if g, ok, err := look(); ok || err != nil {
+				return g, err
 			}
 		}
 	}
