@@ -45,9 +45,10 @@ type hub struct {
 // queued is what Try knew when it queued an owner: the key's subscription
 // (ks, nil if none was in force) and its generation, and the key's PTTL.
 type queued struct {
-	ks   *keyState
-	gen  int
-	pttl int64
+	ks     *keyState
+	gen    int
+	pttl   int64
+	queued bool // Try queued the owner in Redis
 }
 
 // keyState is one Redis key, its channels and its local waiters.
@@ -127,6 +128,7 @@ func (h *hub) remember(owner string, q queued) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.closed {
+		q.queued = true
 		h.tried[owner] = q
 	}
 }

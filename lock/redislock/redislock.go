@@ -321,6 +321,26 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 	<-timer.C
 	pttl := tried.pttl
 	asked := continuous // Try's answer is as good as asking
+	// Try may have queued req in Redis while another waiter of this Locker
+	// leads here (both found no local waiter and asked Redis). Redis may
+	// then hand the key to req before req's subscription was in force, and
+	// such a grant reaches nobody: req asks once, leading or not.
+	unseen := tried.queued && !continuous
+	ask := func() (lock.Grant, bool, error) {
+		sent := time.Now()
+		var token int64
+		token, pttl, err = b.step(ctx, req)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return lock.Grant{}, true, b.leave(ctx, req)
+		case err != nil:
+			return lock.Grant{}, true, err
+		case token > 0:
+			b.q.Took(req)
+			return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, true, nil
+		}
+		return lock.Grant{}, false, nil
+	}
 	for {
 		d := b.poll
 		switch g, v := b.q.Gate(req); v {
@@ -329,17 +349,8 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 		case lock.Proceed:
 			// First here: ask Redis, which queues req.
 			if !asked {
-				sent := time.Now()
-				var token int64
-				token, pttl, err = b.step(ctx, req)
-				switch {
-				case err != nil && ctx.Err() != nil:
-					return lock.Grant{}, b.leave(ctx, req)
-				case err != nil:
-					return lock.Grant{}, err
-				case token > 0:
-					b.q.Took(req)
-					return lock.Grant{Token: lock.Token(token), Validity: sent.Sub(start) + time.Duration(pttl)*time.Millisecond}, nil
+				if g, done, err := ask(); done {
+					return g, err
 				}
 			}
 			if w != nil && pttl == -2 {
@@ -349,7 +360,14 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 			if pttl >= 0 {
 				d = min(d, time.Duration(pttl+1)*time.Millisecond)
 			}
+		case lock.Queued:
+			if unseen {
+				if g, done, err := ask(); done {
+					return g, err
+				}
+			}
 		}
+		unseen = false
 		asked = false
 		timer.Reset(d)
 		select {
