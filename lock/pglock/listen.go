@@ -2,22 +2,28 @@ package pglock
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/haita/haita/lock"
 )
 
-// listener keeps one connection LISTENing on the table's channel and on
-// the Locker's own channel. A notification on the table's channel (payload:
-// a key freed with nobody queued) wakes the Locker's waiters of that key; one
-// on its own channel ("token owner key") hands a key to one of its waiters.
-// It starts on the first wait and reconnects with backoff until close.
+// listener keeps one connection LISTENing on a Locker's channels and hands
+// every notification to deliver. A mutex Locker listens on its table's
+// channel and on a channel of its own; a semaphore Locker on its tables'
+// channel. Each time LISTEN takes effect it calls resync, because the
+// notifications sent while the connection was down were missed. It starts
+// on the first wait and reconnects with backoff until close.
 type listener struct {
-	c       client
-	channel string // the table's
-	own     string // the Locker's
-	ws      *waiters
+	c        client
+	channels []string
+	deliver  func(channel, payload string)
+	resync   func()
 
 	mu      sync.Mutex
 	started bool
@@ -25,13 +31,20 @@ type listener struct {
 	up      bool          // LISTEN is in effect on a live connection
 	attempt chan struct{} // closed when the current connection attempt ends
 	tried   bool          // attempt is closed
+	lastErr error
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
-func newListener(c client, channel, own string, ws *waiters) *listener {
-	return &listener{c: c, channel: channel, own: own, ws: ws}
+// newListener returns a listener on channels. deliver and resync are called
+// on the listener's goroutine; resync with the listener's lock held.
+func newListener(c client, channels []string, deliver func(channel, payload string), resync func()) *listener {
+	return &listener{c: c, channels: channels, deliver: deliver, resync: resync}
 }
+
+// errNotListening is returned by start while the listening connection is
+// down; waiters then poll.
+var errNotListening = errors.New("pglock: not listening for releases")
 
 // listening reports whether LISTEN is in effect.
 func (l *listener) listening() bool {
@@ -41,12 +54,16 @@ func (l *listener) listening() bool {
 }
 
 // start starts the listener unless it runs, and waits for its current
-// connection attempt, or for ctx. Without a connection, waiters poll.
-func (l *listener) start(ctx context.Context) {
+// connection attempt, or for ctx. It returns nil when LISTEN is in effect,
+// so that every notification committed afterwards is delivered;
+// lock.ErrClosed after close; ctx.Err(); or errNotListening with the
+// connection's error when the attempt failed. Without a connection, waiters
+// poll.
+func (l *listener) start(ctx context.Context) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return
+		return lock.ErrClosed
 	}
 	if !l.started {
 		l.started = true
@@ -58,21 +75,32 @@ func (l *listener) start(ctx context.Context) {
 	}
 	if l.up {
 		l.mu.Unlock()
-		return
+		return nil
 	}
 	attempt := l.attempt
 	l.mu.Unlock()
 	select {
 	case <-attempt:
 	case <-ctx.Done():
+		return ctx.Err()
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.up {
+		return fmt.Errorf("%w: %w", errNotListening, l.lastErr)
+	}
+	return nil
 }
 
 func (l *listener) run(ctx context.Context) {
 	defer close(l.done)
 	const maxBackoff = 5 * time.Second
 	backoff := 50 * time.Millisecond
-	listen := "LISTEN " + pgx.Identifier{l.channel}.Sanitize() + "; LISTEN " + pgx.Identifier{l.own}.Sanitize()
+	stmts := make([]string, len(l.channels))
+	for i, ch := range l.channels {
+		stmts[i] = "LISTEN " + pgx.Identifier{ch}.Sanitize()
+	}
+	listen := strings.Join(stmts, "; ")
 	for {
 		err := l.c.listen(ctx, func(conn *pgx.Conn) error {
 			if _, err := conn.Exec(ctx, listen); err != nil {
@@ -85,11 +113,7 @@ func (l *listener) run(ctx context.Context) {
 				if err != nil {
 					return err
 				}
-				if n.Channel == l.own {
-					l.ws.handedPayload(n.Payload)
-				} else {
-					l.ws.wakeKey(n.Payload)
-				}
+				l.deliver(n.Channel, n.Payload)
 			}
 		})
 		l.setDown(err)
@@ -112,15 +136,14 @@ func (l *listener) setUp() {
 		l.tried = true
 		close(l.attempt)
 	}
-	// Releases while the connection was down were missed: let every
-	// waiter look again.
-	l.ws.wakeKey("")
+	l.resync()
 }
 
 func (l *listener) setDown(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.up = false
+	l.lastErr = err
 	if !l.tried {
 		close(l.attempt)
 	}

@@ -206,7 +206,18 @@ func newLocker(c client, opts lock.Options, options []Option) (*Locker, error) {
 	b.checkSQL = f(checkSQL)
 	b.heartbeatSQL = f(heartbeatSQL)
 	b.leaveSQL = f(leaveSQL)
-	b.l = newListener(c, n.channel, "haita_"+lock.NewOwner().String()[:16], &b.ws)
+	// A notification on the table's channel (payload: a key freed with
+	// nobody queued) wakes the Locker's waiters of that key; one on its own
+	// channel ("token owner key") hands a key to one of its waiters. After
+	// a reconnection every waiter looks again.
+	b.own = "haita_" + lock.NewOwner().String()[:16]
+	b.l = newListener(c, []string{n.channel, b.own}, func(channel, payload string) {
+		if channel == b.own {
+			b.ws.handedPayload(payload)
+		} else {
+			b.ws.wakeKey(payload)
+		}
+	}, func() { b.ws.wakeKey("") })
 	l, err := lock.New(b, opts)
 	if err != nil {
 		return nil, err
@@ -242,6 +253,7 @@ type backend struct {
 	n            names
 	ws           waiters // the Locker's queued waiters
 	l            *listener
+	own          string // the channel the Locker alone listens on
 	acquireSQL   string
 	refreshSQL   string
 	releaseSQL   string

@@ -263,7 +263,7 @@ func (b *backend) wait(ctx context.Context, req lock.Request, w *waiter, start t
 		return own, taken, sent, err
 	}
 	enqueue := func() (int64, time.Time, error) {
-		_, taken, sent, err := run(b.enqueueSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds(), b.l.own)
+		_, taken, sent, err := run(b.enqueueSQL, req.Key, req.Owner.String(), req.Holder, req.TTL.Microseconds(), b.own)
 		return taken, sent, err
 	}
 	// look runs the check statement and reports a grant: one handed over

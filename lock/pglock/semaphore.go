@@ -239,7 +239,10 @@ SELECT count(*) FROM (SELECT pg_notify($3, $1) FROM d
 	WHERE NOT EXISTS (SELECT FROM ` + s.waiters + ` w WHERE w.key = $1 AND w.seq < d.seq)) n`,
 	}
 	b.q = lock.NewWaitQueue(func(lock.Request) {})
-	b.l = newSemListener(c, s.channel, b.q)
+	// A notification (payload: the key) wakes the first local waiter of
+	// that key, which keeps the waiters' order; after a reconnection the
+	// first waiter of every key looks again.
+	b.l = newListener(c, []string{s.channel}, func(_, key string) { b.q.Wake(key) }, b.q.WakeAll)
 	return b, nil
 }
 
@@ -252,7 +255,7 @@ type semBackend struct {
 	c          client
 	s          semTables
 	q          *lock.WaitQueue
-	l          *semListener
+	l          *listener
 	acquireSQL string
 	queueSQL   string
 	refreshSQL string
@@ -335,13 +338,13 @@ func (b *semBackend) Release(ctx context.Context, req lock.Request) error {
 func (b *semBackend) Subscribe(ctx context.Context, req lock.Request) (lock.Subscription, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	sub, err := b.l.subscribe(ctx, req)
-	if err != nil {
+	if err := b.l.start(ctx); err != nil {
 		return nil, err
 	}
+	sub := b.q.Join(req)
 	var code int
 	var val int64
-	err = b.c.queryRow(ctx, b.queueSQL, req.Key, req.Owner.String(), req.TTL.Microseconds(), req.Share.Limit).Scan(&code, &val)
+	err := b.c.queryRow(ctx, b.queueSQL, req.Key, req.Owner.String(), req.TTL.Microseconds(), req.Share.Limit).Scan(&code, &val)
 	if err == nil && code != 0 {
 		_, err = semResult(req, code, val, time.Now())
 	}
