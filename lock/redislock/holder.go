@@ -2,33 +2,17 @@ package redislock
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/haita/haita/internal/redisslot"
+	"github.com/haita/haita/internal/redisholder"
 	"github.com/haita/haita/lock"
 )
 
-var (
-	//go:embed holder.lua
-	holderLua    string
-	holderScript = redis.NewScript(holderLua)
-)
-
 var _ lock.HolderReader = (*backend)(nil)
-
-// holderKey is the holder record of the Redis key k: "owner token holder",
-// written with the lease and living as long as it, in k's hash slot. The
-// lock key itself keeps the owner value alone, as other clients expect.
-func holderKey(k, prefix string) string {
-	return redisslot.CounterKey(k, ":"+prefix+"haita:holder:"+k)
-}
 
 // refreshKeys are the keys the refresh script extends: the lock key and its
 // holder record.
@@ -39,42 +23,18 @@ func refreshKeys(keys []string) []string { return []string{keys[0], keys[4]} }
 // client other than haita has no record: its holder is reported with token
 // zero and no name.
 func (b *backend) ReadHolder(ctx context.Context, key string) (lock.HolderInfo, error) {
-	keys := b.keys(key)
+	keys := refreshKeys(b.keys(key))
 	sent := time.Now()
-	res, err := holderScript.Run(ctx, b.c, refreshKeys(keys)).Slice()
+	r, err := redisholder.Read(ctx, b.c, keys[0], keys[1])
 	if err != nil {
-		return lock.HolderInfo{}, fmt.Errorf("redislock: holder: %w", err)
+		return lock.HolderInfo{}, fmt.Errorf("redislock: holder of %q: %w", key, err)
 	}
-	if len(res) == 0 {
+	if r == (redisholder.Record{}) {
 		return lock.HolderInfo{}, lock.ErrNoHolder
 	}
-	info, err := parseHolder(key, res, sent)
-	if err != nil {
-		return lock.HolderInfo{}, fmt.Errorf("redislock: holder: %w", err)
-	}
-	return info, nil
-}
-
-// parseHolder turns the holder script's reply {owner, pttl, record} into a
-// HolderInfo; it is shared with lock/redlock's reading of one instance.
-func parseHolder(key string, res []any, sent time.Time) (lock.HolderInfo, error) {
-	if len(res) != 3 {
-		return lock.HolderInfo{}, fmt.Errorf("unexpected reply %v", res)
-	}
-	owner, _ := res[0].(string)
-	pttl, _ := res[1].(int64)
-	rec, _ := res[2].(string)
-	info := lock.HolderInfo{Key: key}
-	if pttl >= 0 {
-		info.ExpiresAt = sent.Add(time.Duration(pttl) * time.Millisecond)
-	}
-	parts := strings.SplitN(rec, " ", 3)
-	if len(parts) == 3 && parts[0] == owner {
-		tok, err := strconv.ParseUint(parts[1], 10, 64)
-		if err != nil {
-			return lock.HolderInfo{}, fmt.Errorf("holder record of %q: token %q: %v", key, parts[1], err)
-		}
-		info.Token, info.Holder = lock.Token(tok), parts[2]
+	info := lock.HolderInfo{Key: key, Token: r.Token, Holder: r.Holder}
+	if r.TTL != redisholder.NoExpiry {
+		info.ExpiresAt = sent.Add(r.TTL)
 	}
 	return info, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redisholder"
 	"github.com/haita/haita/internal/redisslot"
 	"github.com/haita/haita/lock"
 )
@@ -144,7 +145,7 @@ func (b *backend) keys(key string) []string {
 		redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"),
 		redisslot.CounterKey(k, ":haita:q:"+k),
 		redisslot.CounterKey(k, ":haita:w:"+k),
-		holderKey(k, b.prefix),
+		redisholder.Key(k, b.prefix),
 	}
 }
 

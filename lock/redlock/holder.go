@@ -2,45 +2,16 @@ package redlock
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
-	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/haita/haita/internal/redisslot"
+	"github.com/haita/haita/internal/redisholder"
 	"github.com/haita/haita/lock"
 )
 
-var (
-	//go:embed holder.lua
-	holderLua    string
-	holderScript = redis.NewScript(holderLua)
-)
-
 var _ lock.HolderReader = (*backend)(nil)
-
-// holderKey is the holder record of the Redis key k on one instance:
-// "owner token holder" with that instance's token, written with the lease
-// and living as long as it, in k's hash slot.
-func holderKey(k, prefix string) string {
-	return redisslot.CounterKey(k, ":"+prefix+"haita:holder:"+k)
-}
-
-// instanceHolder is one instance's view of a key.
-type instanceHolder struct {
-	owner  string
-	token  lock.Token
-	holder string
-	pttl   time.Duration // noExpiry: none
-}
-
-const noExpiry = time.Duration(math.MaxInt64)
 
 // ReadHolder implements lock.HolderReader. It reads every instance at once;
 // the holder is the owner that holds the key on a majority. Its token is
@@ -54,16 +25,13 @@ func (b *backend) ReadHolder(ctx context.Context, key string) (lock.HolderInfo, 
 	keys := b.keys(key)
 	keys = []string{keys[0], keys[4]}
 	sent := time.Now()
-	views := make([]instanceHolder, len(b.clients))
+	views := make([]redisholder.Record, len(b.clients))
 	errs := make([]error, len(b.clients))
 	var wg sync.WaitGroup
 	for i, c := range b.clients {
 		wg.Go(func() {
-			res, err := holderScript.Run(ctx, c, keys).Slice()
-			if err == nil {
-				views[i], err = parseInstance(res)
-			}
-			if err != nil {
+			var err error
+			if views[i], err = redisholder.Read(ctx, c, keys[0], keys[1]); err != nil {
 				errs[i] = fmt.Errorf("instance %d: %w", i, err)
 			}
 		})
@@ -73,7 +41,7 @@ func (b *backend) ReadHolder(ctx context.Context, key string) (lock.HolderInfo, 
 }
 
 // tally decides the holder from the instances' views.
-func (b *backend) tally(key string, sent time.Time, views []instanceHolder, errs []error) (lock.HolderInfo, error) {
+func (b *backend) tally(key string, sent time.Time, views []redisholder.Record, errs []error) (lock.HolderInfo, error) {
 	count := make(map[string]int)
 	failed := 0
 	best, bestN := "", 0
@@ -81,10 +49,10 @@ func (b *backend) tally(key string, sent time.Time, views []instanceHolder, errs
 		switch {
 		case errs[i] != nil:
 			failed++
-		case v.owner != "":
-			count[v.owner]++
-			if count[v.owner] > bestN {
-				best, bestN = v.owner, count[v.owner]
+		case v.Owner != "":
+			count[v.Owner]++
+			if count[v.Owner] > bestN {
+				best, bestN = v.Owner, count[v.Owner]
 			}
 		}
 	}
@@ -98,19 +66,19 @@ func (b *backend) tally(key string, sent time.Time, views []instanceHolder, errs
 	info := lock.HolderInfo{Key: key}
 	var pttls []time.Duration
 	for i, v := range views {
-		if errs[i] != nil || v.owner != best {
+		if errs[i] != nil || v.Owner != best {
 			continue
 		}
-		if v.token > info.Token {
-			info.Token, info.Holder = v.token, v.holder
+		if v.Token > info.Token {
+			info.Token, info.Holder = v.Token, v.Holder
 		}
-		pttls = append(pttls, v.pttl)
+		pttls = append(pttls, v.TTL)
 	}
 	// The lease holds while a majority has it: until the quorum-th longest
 	// remaining time ends.
 	slices.Sort(pttls)
 	slices.Reverse(pttls)
-	if d := pttls[b.quorum-1]; d != noExpiry {
+	if d := pttls[b.quorum-1]; d != redisholder.NoExpiry {
 		info.ExpiresAt = sent.Add(d)
 	}
 	return info, nil
@@ -124,31 +92,4 @@ func nonNil(errs []error) []error {
 		}
 	}
 	return out
-}
-
-// parseInstance parses the holder script's reply: empty when the key is
-// free, else {owner, pttl, record}.
-func parseInstance(res []any) (instanceHolder, error) {
-	if len(res) == 0 {
-		return instanceHolder{}, nil
-	}
-	if len(res) != 3 {
-		return instanceHolder{}, fmt.Errorf("unexpected reply %v", res)
-	}
-	var v instanceHolder
-	v.owner, _ = res[0].(string)
-	pttl, _ := res[1].(int64)
-	v.pttl = time.Duration(pttl) * time.Millisecond
-	if pttl < 0 {
-		v.pttl = noExpiry
-	}
-	rec, _ := res[2].(string)
-	if parts := strings.SplitN(rec, " ", 3); len(parts) == 3 && parts[0] == v.owner {
-		tok, err := strconv.ParseUint(parts[1], 10, 64)
-		if err != nil {
-			return instanceHolder{}, fmt.Errorf("holder record: token %q: %v", parts[1], err)
-		}
-		v.token, v.holder = lock.Token(tok), parts[2]
-	}
-	return v, nil
 }

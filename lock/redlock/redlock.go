@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redisholder"
 	"github.com/haita/haita/internal/redisslot"
 	"github.com/haita/haita/lock"
 )
@@ -200,7 +201,7 @@ func channel(redisKey string) string { return "haita:released:" + redisKey }
 // record (see holder.go).
 func (b *backend) keys(key string) []string {
 	k := b.prefix + key
-	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), "haita:q:" + k, "haita:w:" + k, holderKey(k, b.prefix)}
+	return []string{k, redisslot.CounterKey(k, ":"+b.prefix+"haita:fence"), "haita:q:" + k, "haita:w:" + k, redisholder.Key(k, b.prefix)}
 }
 
 // wake wakes the waiter of owner on key, or every waiter of key for owner
