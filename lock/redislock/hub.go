@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redishub"
 	"github.com/haita/haita/lock"
 )
 
@@ -27,19 +28,17 @@ import (
 // process has it). A resubscription after a reconnect pokes every waiter of
 // the key: grants may have been lost meanwhile, and Redis keeps them.
 type hub struct {
-	c      Client
 	db     int           // the database of keyspace channels
 	linger time.Duration // how long a key nobody waits for stays subscribed
 
-	mu     sync.Mutex
-	ps     *redis.PubSub // nil until the first subscription
-	keys   map[string]*keyState
-	chans  map[string]*keyState // by grant and keyspace channel
-	owners map[string]*waiter   // by owner
-	tried  map[string]queued    // queued by Try, not yet waiting, by owner
-	closed bool
-	done   chan struct{}  // closed when the reader goroutine ends
-	timers sync.WaitGroup // linger timers armed or running
+	mu      sync.Mutex
+	conn    *redishub.Conn
+	keys    map[string]*keyState
+	chans   map[string]*keyState // by grant and keyspace channel
+	owners  map[string]*waiter   // by owner
+	tried   map[string]queued    // queued by Try, not yet waiting, by owner
+	closed  bool
+	lingers redishub.Lingers
 }
 
 // queued is what Try knew when it queued an owner: the key's subscription
@@ -57,13 +56,10 @@ type keyState struct {
 	grantCh, kspCh string
 	waiters        []*waiter // oldest first
 
-	subscribed   bool // a SUBSCRIBE is in force or on its way
-	subSent      int  // SUBSCRIBE commands sent for the key
-	subConfirmed int  // their confirmations received, in order
-	pending      []*pendingSub
-	gen          int         // counts subscriptions and resubscriptions
-	linger       *time.Timer // unsubscribes when nobody waits
-	recent       []grantNote // grants to owners not (yet) waiting here
+	sub    redishub.Confirmations // of both channels, counted by the keyspace channel's
+	gen    int                    // counts subscriptions and resubscriptions
+	linger *time.Timer            // unsubscribes when nobody waits
+	recent []grantNote            // grants to owners not (yet) waiting here
 }
 
 // grantNote is a grant message for an owner that had no waiter here when
@@ -75,12 +71,6 @@ type grantNote struct {
 
 // maxRecent bounds a key's recent grant notes.
 const maxRecent = 16
-
-// pendingSub is a waiter waiting for the confirmation of a SUBSCRIBE.
-type pendingSub struct {
-	want  int           // subConfirmed needed
-	ready chan struct{} // closed on confirmation
-}
 
 // handed is a grant a release made to a waiter.
 type handed struct {
@@ -102,10 +92,11 @@ type waiter struct {
 
 func newHub(c Client, linger time.Duration) *hub {
 	h := &hub{
-		c: c, linger: linger,
-		keys: make(map[string]*keyState), chans: make(map[string]*keyState),
+		linger: linger,
+		keys:   make(map[string]*keyState), chans: make(map[string]*keyState),
 		owners: make(map[string]*waiter), tried: make(map[string]queued),
 	}
+	h.conn = redishub.NewConn(c, h.read)
 	if o, ok := c.(interface{ Options() *redis.Options }); ok {
 		h.db = o.Options().DB
 	}
@@ -117,7 +108,7 @@ func newHub(c Client, linger time.Duration) *hub {
 func (h *hub) snapshot(redisKey string) queued {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if ks := h.keys[redisKey]; ks != nil && ks.subscribed && ks.subConfirmed == ks.subSent {
+	if ks := h.keys[redisKey]; ks != nil && ks.sub.Subscribed() && ks.sub.Settled() {
 		return queued{ks: ks, gen: ks.gen}
 	}
 	return queued{}
@@ -159,10 +150,7 @@ func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, queued
 	w := &waiter{h: h, ks: ks, owner: owner, grant: make(chan handed, 1), poke: make(chan struct{}, 1)}
 	ks.waiters = append(ks.waiters, w)
 	h.owners[owner] = w
-	if ks.linger != nil && ks.linger.Stop() {
-		h.timers.Done()
-	}
-	ks.linger = nil
+	h.lingers.Stop(&ks.linger)
 	for i, n := range ks.recent {
 		if n.owner == owner {
 			w.give(n.g)
@@ -170,34 +158,24 @@ func (h *hub) join(ctx context.Context, redisKey, owner string) (*waiter, queued
 			break
 		}
 	}
-	continuous := wasTried && tried.ks == ks && tried.gen == ks.gen && ks.subscribed
-	if !ks.subscribed {
-		ks.subscribed = true
-		ks.subSent++
+	continuous := wasTried && tried.ks == ks && tried.gen == ks.gen && ks.sub.Subscribed()
+	err := ks.sub.Subscribe(func() error {
 		ks.gen++
-		if err := h.send(ctx, "subscribe", ks); err != nil {
-			ks.subSent--
-			ks.subscribed = false
-			h.mu.Unlock()
-			w.leave()
-			return nil, tried, false, err
-		}
+		return h.conn.Subscribe(ctx, ks.grantCh, ks.kspCh)
+	})
+	if err != nil {
+		h.mu.Unlock()
+		w.leave()
+		return nil, tried, false, err
 	}
-	p := &pendingSub{want: ks.subSent, ready: make(chan struct{})}
-	if ks.subConfirmed >= p.want {
-		close(p.ready)
-	} else {
-		ks.pending = append(ks.pending, p)
-	}
+	ready := ks.sub.Ready()
 	h.mu.Unlock()
 	select {
-	case <-p.ready:
+	case <-ready:
 		return w, tried, continuous, nil
 	case <-ctx.Done():
 		h.mu.Lock()
-		if i := slices.Index(ks.pending, p); i >= 0 {
-			ks.pending = slices.Delete(ks.pending, i, i+1)
-		}
+		ks.sub.Abandon(ready)
 		h.mu.Unlock()
 		w.leave()
 		return nil, tried, false, ctx.Err()
@@ -222,10 +200,8 @@ func (w *waiter) leave() {
 	if len(ks.waiters) > 0 {
 		return
 	}
-	if ks.subscribed && !h.closed && h.ps != nil && ks.linger == nil {
-		h.timers.Add(1)
-		ks.linger = time.AfterFunc(h.linger, func() {
-			defer h.timers.Done()
+	if ks.sub.Subscribed() && !h.closed && h.conn.Open() && ks.linger == nil {
+		ks.linger = h.lingers.AfterFunc(h.linger, func() {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			if ks.linger == nil || len(ks.waiters) > 0 {
@@ -242,10 +218,10 @@ func (w *waiter) leave() {
 // unsubscribe ends ks's subscription, now that nobody waits for the key.
 // h.mu is held.
 func (h *hub) unsubscribe(ks *keyState) {
-	if ks.subscribed && !h.closed && h.ps != nil {
-		ks.subscribed = false
+	if ks.sub.Subscribed() && !h.closed && h.conn.Open() {
+		ks.sub.Unsubscribe()
 		ks.recent = nil
-		_ = h.send(context.Background(), "unsubscribe", ks)
+		_ = h.conn.Unsubscribe(context.Background(), ks.grantCh, ks.kspCh)
 	}
 	h.forget(ks)
 }
@@ -285,29 +261,6 @@ func (w *waiter) wake() {
 	}
 }
 
-// send writes SUBSCRIBE or UNSUBSCRIBE for ks's channels on the shared
-// connection, opening it and starting the reader on first use. h.mu is held.
-func (h *hub) send(ctx context.Context, cmd string, ks *keyState) error {
-	if h.ps == nil {
-		if cmd != "subscribe" {
-			return nil
-		}
-		ps := h.c.Subscribe(ctx)
-		if err := ps.Subscribe(ctx, ks.grantCh, ks.kspCh); err != nil {
-			_ = ps.Close()
-			return err
-		}
-		h.ps = ps
-		h.done = make(chan struct{})
-		go h.read(ps)
-		return nil
-	}
-	if cmd == "subscribe" {
-		return h.ps.Subscribe(ctx, ks.grantCh, ks.kspCh)
-	}
-	return h.ps.Unsubscribe(ctx, ks.grantCh, ks.kspCh)
-}
-
 // pingAfter is how long the reader waits for a message before it pings the
 // server, to find a connection that died without a word.
 const pingAfter = 5 * time.Second
@@ -317,7 +270,6 @@ const pingAfter = 5 * time.Second
 // goroutine hop less between a grant and its waiter. A failed read or ping
 // makes go-redis reconnect and resubscribe.
 func (h *hub) read(ps *redis.PubSub) {
-	defer close(h.done)
 	ctx := context.Background()
 	failures := 0
 	for {
@@ -346,23 +298,14 @@ func (h *hub) read(ps *redis.PubSub) {
 			if ks == nil || m.Kind != "subscribe" || m.Channel != ks.kspCh {
 				break
 			}
-			ks.subConfirmed++
-			if ks.subConfirmed > ks.subSent {
+			if ks.sub.Confirm() {
 				// A resubscription after a reconnect: grants may have been
 				// lost meanwhile.
-				ks.subConfirmed = ks.subSent
 				ks.gen++
 				for _, w := range ks.waiters {
 					w.wake()
 				}
 			}
-			ks.pending = slices.DeleteFunc(ks.pending, func(p *pendingSub) bool {
-				if p.want <= ks.subConfirmed {
-					close(p.ready)
-					return true
-				}
-				return false
-			})
 			h.forget(ks)
 		case *redis.Message:
 			ks := h.chans[m.Channel]
@@ -400,7 +343,7 @@ func (h *hub) read(ps *redis.PubSub) {
 // forget drops the state of a key nobody waits for once its subscription
 // confirmations are all in. h.mu is held.
 func (h *hub) forget(ks *keyState) {
-	if len(ks.waiters) == 0 && !ks.subscribed && ks.subConfirmed == ks.subSent && h.keys[ks.redisKey] == ks {
+	if len(ks.waiters) == 0 && !ks.sub.Subscribed() && ks.sub.Settled() && h.keys[ks.redisKey] == ks {
 		delete(h.keys, ks.redisKey)
 		delete(h.chans, ks.grantCh)
 		delete(h.chans, ks.kspCh)
@@ -414,20 +357,11 @@ func (h *hub) close() error {
 		return nil
 	}
 	h.closed = true
-	ps, done := h.ps, h.done
 	for _, ks := range h.keys {
-		if ks.linger != nil && ks.linger.Stop() {
-			h.timers.Done()
-		}
-		ks.linger = nil
+		h.lingers.Stop(&ks.linger)
 	}
 	h.tried = nil
 	h.mu.Unlock()
-	h.timers.Wait()
-	if ps == nil {
-		return nil
-	}
-	err := ps.Close()
-	<-done
-	return err
+	h.lingers.Wait()
+	return h.conn.Close()
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redishub"
 	"github.com/haita/haita/internal/redisslot"
 	"github.com/haita/haita/lock"
 )
@@ -82,7 +83,7 @@ func newSemBackend(c Client, options []Option) (*semBackend, error) {
 		}
 		o(&cfg)
 	}
-	return &semBackend{c: c, prefix: cfg.prefix, hub: &semHub{c: c, chans: make(map[string]*semChannel)}}, nil
+	return &semBackend{c: c, prefix: cfg.prefix, hub: newSemHub(c)}, nil
 }
 
 // semBackend implements lock.Backend and lock.Notifier for semaphores and
@@ -204,31 +205,32 @@ func (b *semBackend) Subscribe(ctx context.Context, req lock.Request) (lock.Subs
 // the mutex's hub it wakes every local waiter of a key on a message: the
 // queue in Redis decides whose turn it is.
 type semHub struct {
-	c Client
-
 	mu     sync.Mutex
-	ps     *redis.PubSub
+	conn   *redishub.Conn
 	chans  map[string]*semChannel
 	owners map[lock.Owner]bool // the waiting owners
 	closed bool
-	done   chan struct{}
+}
+
+func newSemHub(c Client) *semHub {
+	h := &semHub{chans: make(map[string]*semChannel)}
+	h.conn = redishub.NewConn(c, func(ps *redis.PubSub) {
+		h.read(ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
+	})
+	return h
 }
 
 // semChannel is one channel: its subscribers and its SUBSCRIBE
 // confirmations, counted as the mutex's hub does.
 type semChannel struct {
-	subs       map[*semSub]bool
-	subscribed bool // a SUBSCRIBE is in force or on its way
-	sent       int  // SUBSCRIBE commands sent
-	confirmed  int  // their confirmations received, in order
-	ready      []chan struct{}
-	want       []int // ready[i] is closed when confirmed reaches want[i]
+	subs map[*semSub]bool
+	sub  redishub.Confirmations
 }
 
 // forget drops the state of a channel nobody needs once its confirmations
 // are all in. h.mu is held.
 func (h *semHub) forget(ch string, cs *semChannel) {
-	if len(cs.subs) == 0 && !cs.subscribed && cs.confirmed == cs.sent {
+	if len(cs.subs) == 0 && !cs.sub.Subscribed() && cs.sub.Settled() {
 		delete(h.chans, ch)
 	}
 }
@@ -265,9 +267,9 @@ func (s *semSub) close() {
 		return
 	}
 	delete(cs.subs, s)
-	if len(cs.subs) == 0 && cs.subscribed && !h.closed && h.ps != nil {
-		cs.subscribed = false
-		_ = h.ps.Unsubscribe(context.Background(), s.ch)
+	if len(cs.subs) == 0 && cs.sub.Subscribed() && !h.closed && h.conn.Open() {
+		cs.sub.Unsubscribe()
+		_ = h.conn.Unsubscribe(context.Background(), s.ch)
 	}
 	h.forget(s.ch, cs)
 }
@@ -291,32 +293,17 @@ func (h *semHub) subscribe(ctx context.Context, ch string, owner lock.Owner) (*s
 		cs = &semChannel{subs: make(map[*semSub]bool)}
 		h.chans[ch] = cs
 	}
-	if !cs.subscribed {
-		if h.ps == nil {
-			h.ps = h.c.Subscribe(ctx)
-			h.done = make(chan struct{})
-			go h.read(h.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)), h.done)
-		}
-		if err := h.ps.Subscribe(ctx, ch); err != nil {
-			h.forget(ch, cs)
-			h.mu.Unlock()
-			return nil, err
-		}
-		cs.subscribed = true
-		cs.sent++
+	if err := cs.sub.Subscribe(func() error { return h.conn.Subscribe(ctx, ch) }); err != nil {
+		h.forget(ch, cs)
+		h.mu.Unlock()
+		return nil, err
 	}
 	cs.subs[s] = true
 	if h.owners == nil {
 		h.owners = make(map[lock.Owner]bool)
 	}
 	h.owners[owner] = true
-	ready := make(chan struct{})
-	if cs.confirmed >= cs.sent {
-		close(ready)
-	} else {
-		cs.ready = append(cs.ready, ready)
-		cs.want = append(cs.want, cs.sent)
-	}
+	ready := cs.sub.Ready()
 	h.mu.Unlock()
 	select {
 	case <-ready:
@@ -328,8 +315,7 @@ func (h *semHub) subscribe(ctx context.Context, ch string, owner lock.Owner) (*s
 }
 
 // read dispatches confirmations and messages until the pub/sub closes.
-func (h *semHub) read(msgs <-chan any, done chan struct{}) {
-	defer close(done)
+func (h *semHub) read(msgs <-chan any) {
 	for m := range msgs {
 		h.mu.Lock()
 		switch m := m.(type) {
@@ -338,19 +324,8 @@ func (h *semHub) read(msgs <-chan any, done chan struct{}) {
 			if cs == nil || m.Kind != "subscribe" {
 				break
 			}
-			cs.confirmed++
-			if cs.confirmed > cs.sent { // resubscribed after a reconnect
-				cs.confirmed = cs.sent
+			if cs.sub.Confirm() { // resubscribed after a reconnect
 				cs.wakeAll()
-			}
-			for i := 0; i < len(cs.ready); {
-				if cs.want[i] <= cs.confirmed {
-					close(cs.ready[i])
-					cs.ready = append(cs.ready[:i], cs.ready[i+1:]...)
-					cs.want = append(cs.want[:i], cs.want[i+1:]...)
-					continue
-				}
-				i++
 			}
 			h.forget(m.Channel, cs)
 		case *redis.Message:
@@ -378,12 +353,6 @@ func (h *semHub) close() error {
 		return nil
 	}
 	h.closed = true
-	ps, done := h.ps, h.done
 	h.mu.Unlock()
-	if ps == nil {
-		return nil
-	}
-	err := ps.Close()
-	<-done
-	return err
+	return h.conn.Close()
 }

@@ -2,12 +2,12 @@ package redlock
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redishub"
 	"github.com/haita/haita/lock"
 )
 
@@ -18,15 +18,13 @@ import (
 // after a reconnect wakes every waiter of the key (messages may have been
 // lost).
 type hub struct {
-	c    subscriber
 	wake func(key, owner string) // owner "": every waiter of key
 
-	mu     sync.Mutex
-	ps     *redis.PubSub // nil until the first subscription
-	chans  map[string]*channelState
-	closed bool
-	done   chan struct{}  // closed when the reader goroutine ends
-	timers sync.WaitGroup // linger timers armed or running
+	mu      sync.Mutex
+	conn    *redishub.Conn
+	chans   map[string]*channelState
+	closed  bool
+	lingers redishub.Lingers
 }
 
 // linger is how long a channel nobody waits on stays subscribed: a
@@ -40,20 +38,15 @@ type channelState struct {
 	key    string      // the lock key whose waiters a message wakes
 	refs   int         // waiters subscribed or subscribing
 
-	subscribed   bool // a SUBSCRIBE is in force or on its way
-	subSent      int  // SUBSCRIBE commands sent for the channel
-	subConfirmed int  // their confirmations received, in order
-	pending      []*pendingSub
-}
-
-// pendingSub is a subscriber waiting for the confirmation of a SUBSCRIBE.
-type pendingSub struct {
-	want  int           // subConfirmed needed
-	ready chan struct{} // closed on confirmation
+	sub redishub.Confirmations
 }
 
 func newHub(c subscriber, wake func(key, owner string)) *hub {
-	return &hub{c: c, wake: wake, chans: make(map[string]*channelState)}
+	h := &hub{wake: wake, chans: make(map[string]*channelState)}
+	h.conn = redishub.NewConn(c, func(ps *redis.PubSub) {
+		h.read(ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
+	})
+	return h
 }
 
 // subscribe returns once this instance has confirmed the subscription to
@@ -70,37 +63,21 @@ func (h *hub) subscribe(ctx context.Context, ch, key string) error {
 		h.chans[ch] = cs
 	}
 	cs.refs++
-	if cs.linger != nil && cs.linger.Stop() {
-		h.timers.Done()
+	h.lingers.Stop(&cs.linger)
+	if err := cs.sub.Subscribe(func() error { return h.conn.Subscribe(ctx, ch) }); err != nil {
+		h.mu.Unlock()
+		h.unref(ch)
+		return err
 	}
-	cs.linger = nil
-	if !cs.subscribed {
-		cs.subscribed = true
-		cs.subSent++
-		if err := h.send(ctx, "subscribe", ch); err != nil {
-			cs.subSent--
-			cs.subscribed = false
-			h.mu.Unlock()
-			h.unref(ch)
-			return err
-		}
-	}
-	p := &pendingSub{want: cs.subSent, ready: make(chan struct{})}
-	if cs.subConfirmed >= p.want {
-		close(p.ready)
-	} else {
-		cs.pending = append(cs.pending, p)
-	}
+	ready := cs.sub.Ready()
 	h.mu.Unlock()
 
 	select {
-	case <-p.ready:
+	case <-ready:
 		return nil
 	case <-ctx.Done():
 		h.mu.Lock()
-		if i := slices.Index(cs.pending, p); i >= 0 {
-			cs.pending = slices.Delete(cs.pending, i, i+1)
-		}
+		cs.sub.Abandon(ready)
 		h.mu.Unlock()
 		h.unref(ch)
 		return ctx.Err()
@@ -118,19 +95,17 @@ func (h *hub) unref(ch string) {
 	if cs.refs--; cs.refs > 0 {
 		return
 	}
-	if cs.subscribed && !h.closed && h.ps != nil && cs.linger == nil {
-		h.timers.Add(1)
-		cs.linger = time.AfterFunc(linger, func() {
-			defer h.timers.Done()
+	if cs.sub.Subscribed() && !h.closed && h.conn.Open() && cs.linger == nil {
+		cs.linger = h.lingers.AfterFunc(linger, func() {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			if cs.linger == nil || cs.refs > 0 {
 				return
 			}
 			cs.linger = nil
-			if cs.subscribed && !h.closed {
-				cs.subscribed = false
-				_ = h.send(context.Background(), "unsubscribe", ch)
+			if cs.sub.Subscribed() && !h.closed {
+				cs.sub.Unsubscribe()
+				_ = h.conn.Unsubscribe(context.Background(), ch)
 			}
 			h.forget(ch, cs)
 		})
@@ -139,33 +114,8 @@ func (h *hub) unref(ch string) {
 	h.forget(ch, cs)
 }
 
-// send writes SUBSCRIBE or UNSUBSCRIBE on the shared connection, opening it
-// and starting the reader on first use. h.mu is held.
-func (h *hub) send(ctx context.Context, cmd, ch string) error {
-	if h.ps == nil {
-		if cmd != "subscribe" {
-			return nil
-		}
-		ps := h.c.Subscribe(ctx)
-		if err := ps.Subscribe(ctx, ch); err != nil {
-			_ = ps.Close()
-			return err
-		}
-		h.ps = ps
-		h.done = make(chan struct{})
-		msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-		go h.read(msgs)
-		return nil
-	}
-	if cmd == "subscribe" {
-		return h.ps.Subscribe(ctx, ch)
-	}
-	return h.ps.Unsubscribe(ctx, ch)
-}
-
 // read dispatches confirmations and messages until the pub/sub closes.
 func (h *hub) read(msgs <-chan any) {
-	defer close(h.done)
 	for m := range msgs {
 		h.mu.Lock()
 		switch m := m.(type) {
@@ -174,20 +124,11 @@ func (h *hub) read(msgs <-chan any) {
 			if cs == nil || m.Kind != "subscribe" {
 				break
 			}
-			cs.subConfirmed++
-			if cs.subConfirmed > cs.subSent {
+			if cs.sub.Confirm() {
 				// A resubscription after a reconnect: messages may have
 				// been lost meanwhile.
-				cs.subConfirmed = cs.subSent
 				h.wake(cs.key, "")
 			}
-			cs.pending = slices.DeleteFunc(cs.pending, func(p *pendingSub) bool {
-				if p.want <= cs.subConfirmed {
-					close(p.ready)
-					return true
-				}
-				return false
-			})
 			h.forget(m.Channel, cs)
 		case *redis.Message:
 			if cs := h.chans[m.Channel]; cs != nil {
@@ -201,7 +142,7 @@ func (h *hub) read(msgs <-chan any) {
 // forget drops the state of a channel nobody needs once its subscription
 // confirmations are all in. h.mu is held.
 func (h *hub) forget(ch string, cs *channelState) {
-	if cs.refs == 0 && !cs.subscribed && cs.subConfirmed == cs.subSent {
+	if cs.refs == 0 && !cs.sub.Subscribed() && cs.sub.Settled() {
 		delete(h.chans, ch)
 	}
 }
@@ -213,19 +154,10 @@ func (h *hub) close() error {
 		return nil
 	}
 	h.closed = true
-	ps, done := h.ps, h.done
 	for _, cs := range h.chans {
-		if cs.linger != nil && cs.linger.Stop() {
-			h.timers.Done()
-		}
-		cs.linger = nil
+		h.lingers.Stop(&cs.linger)
 	}
 	h.mu.Unlock()
-	h.timers.Wait()
-	if ps == nil {
-		return nil
-	}
-	err := ps.Close()
-	<-done
-	return err
+	h.lingers.Wait()
+	return h.conn.Close()
 }
