@@ -76,23 +76,7 @@ func etcdPeers(tb testing.TB, cli *clientv3.Client, workers int) (names []string
 func BenchmarkEtcdUncontended(b *testing.B) {
 	cli := etcdClient(b)
 	names, m := etcdPeers(b, cli, 1)
-	ctx := context.Background()
-	for _, name := range names {
-		mu := m[name]
-		key := uniqueKey("etcdu/")
-		b.Run("lib="+name+"/g=1", func(b *testing.B) {
-			for b.Loop() {
-				unlock, err := mu.lock(ctx, key)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := unlock(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-		})
-	}
+	benchUncontended(b, names, m, "etcdu/")
 }
 
 // BenchmarkEtcdHotKey: 8 goroutines on one key, each taking it again as
@@ -101,13 +85,5 @@ func BenchmarkEtcdHotKey(b *testing.B) {
 	cli := etcdClient(b)
 	const workers = 8
 	names, m := etcdPeers(b, cli, workers)
-	for _, name := range names {
-		b.Run("lib="+name+"/g=8", func(b *testing.B) {
-			res, err := runHotKey(context.Background(), m[name], uniqueKey("etcdh/"), workers, b.N)
-			if err != nil {
-				b.Fatal(err)
-			}
-			reportHotKey(b, res, b.N)
-		})
-	}
+	benchHotKey(b, names, m, "etcdh/", workers)
 }

@@ -156,27 +156,15 @@ func myPeers(tb testing.TB, db *sql.DB) (names []string, m map[string]mutex) {
 			}, nil
 		}),
 		// The raw lease-row pair, prepared; a waiter polls every millisecond.
-		"raw-lease-row": mutexFunc(func(ctx context.Context, key string) (func(context.Context) error, error) {
-			owner := lock.NewOwner().String()
-			for {
-				ok, err := rawTry(ctx, acquire, key, owner)
-				if err != nil {
-					return nil, err
-				}
-				if ok {
-					break
-				}
-				time.Sleep(time.Millisecond)
+		"raw-lease-row": rawLeaseRow(func(ctx context.Context, key, owner string) (bool, error) {
+			return rawTry(ctx, acquire, key, owner)
+		}, func(ctx context.Context, key, owner string) (bool, error) {
+			res, err := release.ExecContext(ctx, key, owner)
+			if err != nil {
+				return false, err
 			}
-			return func(ctx context.Context) error {
-				res, err := release.ExecContext(ctx, key, owner)
-				if err == nil {
-					if n, _ := res.RowsAffected(); n != 1 {
-						err = errors.New("raw release: not held")
-					}
-				}
-				return err
-			}, nil
+			n, _ := res.RowsAffected()
+			return n == 1, nil
 		}),
 	}
 	return []string{"raw-get-lock", "raw-lease-row", "haita"}, m
@@ -189,31 +177,11 @@ func myPeers(tb testing.TB, db *sql.DB) (names []string, m map[string]mutex) {
 func BenchmarkMySQLUncontended(b *testing.B) {
 	db := startMaria(b)
 	names, m := myPeers(b, db)
-	ctx := context.Background()
-	b.Run("lib=raw-update/g=1", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := db.ExecContext(ctx, "UPDATE counters SET n = n + 1 WHERE id = 1"); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	benchRawUpdate(b, func(ctx context.Context) error {
+		_, err := db.ExecContext(ctx, "UPDATE counters SET n = n + 1 WHERE id = 1")
+		return err
 	})
-	for _, name := range names {
-		mu := m[name]
-		key := uniqueKey("myu:")
-		b.Run("lib="+name+"/g=1", func(b *testing.B) {
-			for b.Loop() {
-				unlock, err := mu.lock(ctx, key)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := unlock(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-		})
-	}
+	benchUncontended(b, names, m, "myu:")
 }
 
 // BenchmarkMySQLHotKey: 8 goroutines on one key, each taking it again as
@@ -224,15 +192,7 @@ func BenchmarkMySQLHotKey(b *testing.B) {
 	db := startMaria(b)
 	names, m := myPeers(b, db)
 	const workers = 8
-	for _, name := range names {
-		b.Run("lib="+name+"/g=8", func(b *testing.B) {
-			res, err := runHotKey(context.Background(), m[name], uniqueKey("myh:"), workers, b.N)
-			if err != nil {
-				b.Fatal(err)
-			}
-			reportHotKey(b, res, b.N)
-		})
-	}
+	benchHotKey(b, names, m, "myh:", workers)
 }
 
 // rawTry makes one attempt of the raw lease row. INSERT racing DELETE on

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -130,25 +128,12 @@ func pgPeers(tb testing.TB, pool *pgxpool.Pool) (names []string, m map[string]mu
 			}, nil
 		}),
 		// The raw lease-row pair; a waiter polls every millisecond.
-		"raw-lease-row": mutexFunc(func(ctx context.Context, key string) (func(context.Context) error, error) {
-			owner := lock.NewOwner().String()
-			for {
-				tag, err := pool.Exec(ctx, pgRawAcquire, key, owner)
-				if err != nil {
-					return nil, err
-				}
-				if tag.RowsAffected() == 1 {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-			return func(ctx context.Context) error {
-				tag, err := pool.Exec(ctx, pgRawRelease, key, owner)
-				if err == nil && tag.RowsAffected() != 1 {
-					err = errors.New("raw release: not held")
-				}
-				return err
-			}, nil
+		"raw-lease-row": rawLeaseRow(func(ctx context.Context, key, owner string) (bool, error) {
+			tag, err := pool.Exec(ctx, pgRawAcquire, key, owner)
+			return err == nil && tag.RowsAffected() == 1, err
+		}, func(ctx context.Context, key, owner string) (bool, error) {
+			tag, err := pool.Exec(ctx, pgRawRelease, key, owner)
+			return err == nil && tag.RowsAffected() == 1, err
 		}),
 	}
 	return []string{"raw-advisory", "raw-lease-row", "haita"}, m
@@ -161,31 +146,11 @@ func pgPeers(tb testing.TB, pool *pgxpool.Pool) (names []string, m map[string]mu
 func BenchmarkPGUncontended(b *testing.B) {
 	pool := startPG(b)
 	names, m := pgPeers(b, pool)
-	ctx := context.Background()
-	b.Run("lib=raw-update/g=1", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := pool.Exec(ctx, "UPDATE counters SET n = n + 1 WHERE id = 1"); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	benchRawUpdate(b, func(ctx context.Context) error {
+		_, err := pool.Exec(ctx, "UPDATE counters SET n = n + 1 WHERE id = 1")
+		return err
 	})
-	for _, name := range names {
-		mu := m[name]
-		key := uniqueKey("pgu:")
-		b.Run("lib="+name+"/g=1", func(b *testing.B) {
-			for b.Loop() {
-				unlock, err := mu.lock(ctx, key)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := unlock(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-		})
-	}
+	benchUncontended(b, names, m, "pgu:")
 }
 
 // BenchmarkPGHotKey: 8 goroutines on one key, each taking it again as soon
@@ -196,13 +161,5 @@ func BenchmarkPGHotKey(b *testing.B) {
 	pool := startPG(b)
 	names, m := pgPeers(b, pool)
 	const workers = 8
-	for _, name := range names {
-		b.Run("lib="+name+"/g=8", func(b *testing.B) {
-			res, err := runHotKey(context.Background(), m[name], uniqueKey("pgh:"), workers, b.N)
-			if err != nil {
-				b.Fatal(err)
-			}
-			reportHotKey(b, res, b.N)
-		})
-	}
+	benchHotKey(b, names, m, "pgh:", workers)
 }
