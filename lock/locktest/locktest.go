@@ -780,30 +780,43 @@ func (s *suite) testMultiProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test skipped in -short mode")
 	}
+	key := s.key(t, "counter")
+	c := counter{dir: t.TempDir()}
+	runChildren(t, Processes,
+		envChild+"=increment", envDir+"="+c.dir, envKey+"="+key, envOps+"="+strconv.Itoa(OpsPerWorker*2))
+	// Each child runs 2 goroutines of OpsPerWorker*2 increments.
+	c.check(t, Processes*2*OpsPerWorker*2, s.caps.Fencing)
+}
+
+// childCommand returns the command that runs this test binary again as a
+// child process of the test that called Run, with env added to its
+// environment.
+func childCommand(t *testing.T, env ...string) *exec.Cmd {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := s.key(t, "counter")
-	c := counter{dir: t.TempDir()}
-	run := runPattern(t)
+	cmd := exec.CommandContext(t.Context(), exe, "-test.run="+runPattern(t), "-test.count=1", "-test.timeout=5m")
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
+}
+
+// runChildren runs n child processes with env and waits for them; a child
+// that fails fails t with its output.
+func runChildren(t *testing.T, n int, env ...string) {
 	var wg sync.WaitGroup
-	out := make([][]byte, Processes)
-	errs := make([]error, Processes)
-	for i := range Processes {
-		cmd := exec.CommandContext(t.Context(), exe, "-test.run="+run, "-test.count=1", "-test.timeout=5m")
-		cmd.Env = append(os.Environ(),
-			envChild+"=increment", envDir+"="+c.dir, envKey+"="+key, envOps+"="+strconv.Itoa(OpsPerWorker*2))
+	out := make([][]byte, n)
+	errs := make([]error, n)
+	for i := range n {
+		cmd := childCommand(t, env...)
 		wg.Go(func() { out[i], errs[i] = cmd.CombinedOutput() })
 	}
 	wg.Wait()
-	for i := range Processes {
+	for i := range n {
 		if errs[i] != nil {
 			t.Errorf("child %d: %v\n%s", i, errs[i], out[i])
 		}
 	}
-	// Each child runs 2 goroutines of OpsPerWorker*2 increments.
-	c.check(t, Processes*2*OpsPerWorker*2, s.caps.Fencing)
 }
 
 // runPattern is the -test.run pattern that selects the top-level test (and

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,16 +58,10 @@ func RunSemaphore(t *testing.T, cfg MultiConfig) {
 	if cfg.NewSemaphore == nil {
 		t.Fatal("locktest: MultiConfig.NewSemaphore is nil")
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = 500 * time.Millisecond
-	}
-	m := &multi{cfg: cfg, prefix: fmt.Sprintf("locktest/%s/", lock.NewOwner().String()[:12])}
-	if os.Getenv(envMultiChild) != "" {
-		m.child(t)
+	m := startMulti(t, cfg, func(m *multi) lock.Capabilities { return m.sem(t, lock.Options{}, Limit).Capabilities() })
+	if m == nil {
 		return
 	}
-	m.caps = m.sem(t, lock.Options{}, Limit).Capabilities()
-	t.Logf("locktest: backend %q capabilities %+v", m.caps.Name, m.caps)
 	t.Run("AtMostLimit", m.testSemAtMost)
 	t.Run("AllPermits", m.testSemAllPermits)
 	t.Run("TokensIncrease", m.testSemTokens)
@@ -94,16 +87,10 @@ func RunRWLock(t *testing.T, cfg MultiConfig) {
 	if cfg.NewRWLocker == nil {
 		t.Fatal("locktest: MultiConfig.NewRWLocker is nil")
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = 500 * time.Millisecond
-	}
-	m := &multi{cfg: cfg, prefix: fmt.Sprintf("locktest/%s/", lock.NewOwner().String()[:12])}
-	if os.Getenv(envMultiChild) != "" {
-		m.child(t)
+	m := startMulti(t, cfg, func(m *multi) lock.Capabilities { return m.rw(t, lock.Options{}).Capabilities() })
+	if m == nil {
 		return
 	}
-	m.caps = m.rw(t, lock.Options{}).Capabilities()
-	t.Logf("locktest: backend %q capabilities %+v", m.caps.Name, m.caps)
 	t.Run("ReadersOverlap", m.testRWReadersOverlap)
 	t.Run("WriterExcludes", m.testRWWriterExcludes)
 	t.Run("NoWriterWithAnyone", m.testRWNoOverlap)
@@ -119,6 +106,23 @@ type multi struct {
 	cfg    MultiConfig
 	caps   lock.Capabilities
 	prefix string
+}
+
+// startMulti prepares a suite run with cfg's defaults and logs the
+// backend's capabilities, which caps reads. In a child process it does the
+// child's share instead and returns nil.
+func startMulti(t *testing.T, cfg MultiConfig, caps func(*multi) lock.Capabilities) *multi {
+	if cfg.TTL == 0 {
+		cfg.TTL = 500 * time.Millisecond
+	}
+	m := &multi{cfg: cfg, prefix: fmt.Sprintf("locktest/%s/", lock.NewOwner().String()[:12])}
+	if os.Getenv(envMultiChild) != "" {
+		m.child(t)
+		return nil
+	}
+	m.caps = caps(m)
+	t.Logf("locktest: backend %q capabilities %+v", m.caps.Name, m.caps)
+	return m
 }
 
 func (m *multi) key(t testing.TB) string { return m.prefix + t.Name() }
@@ -646,12 +650,7 @@ func (m *multi) testKilled(t *testing.T, task string) {
 		t.Skip("multi-process test skipped in -short mode")
 	}
 	key := m.key(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(t.Context(), exe, "-test.run="+runPattern(t), "-test.count=1", "-test.timeout=5m")
-	cmd.Env = append(os.Environ(), envMultiChild+"="+task, envKey+"="+key)
+	cmd := childCommand(t, envMultiChild+"="+task, envKey+"="+key)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -690,25 +689,8 @@ func (m *multi) testKilled(t *testing.T, task string) {
 
 // children runs n child processes of task on key and waits for them.
 func (m *multi) children(t *testing.T, task, key, logPath string, n int) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	out := make([][]byte, n)
-	errs := make([]error, n)
-	for i := range n {
-		cmd := exec.CommandContext(t.Context(), exe, "-test.run="+runPattern(t), "-test.count=1", "-test.timeout=5m")
-		cmd.Env = append(os.Environ(), envMultiChild+"="+task, envKey+"="+key, envMultiLog+"="+logPath,
-			envOps+"="+strconv.Itoa(OpsPerWorker*2), envMultiProcs+"="+strconv.Itoa(n))
-		wg.Go(func() { out[i], errs[i] = cmd.CombinedOutput() })
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil {
-			t.Errorf("child %d: %v\n%s", i, errs[i], out[i])
-		}
-	}
+	runChildren(t, n, envMultiChild+"="+task, envKey+"="+key, envMultiLog+"="+logPath,
+		envOps+"="+strconv.Itoa(OpsPerWorker*2), envMultiProcs+"="+strconv.Itoa(n))
 }
 
 // child does a child process's share of a multi-process test.
