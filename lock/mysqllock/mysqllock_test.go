@@ -13,6 +13,7 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/haita/haita/internal/leaserowtest"
 	"github.com/haita/haita/internal/testserver"
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/locktest"
@@ -119,62 +120,20 @@ func TestConstructorErrors(t *testing.T) {
 
 func TestCreateTableIsIdempotentAndConcurrent(t *testing.T) {
 	db := openDB(t, "")
-	errs := make(chan error, 8)
-	for range 8 {
-		go func() { errs <- mysqllock.CreateTable(t.Context(), db, "other_locks") }()
-	}
-	for range 8 {
-		if err := <-errs; err != nil {
-			t.Errorf("CreateTable: %v", err)
-		}
-	}
-	if err := mysqllock.CreateTable(t.Context(), db, "other_locks"); err != nil {
-		t.Fatal(err)
-	}
-	l, err := mysqllock.New(db, lock.Options{}, mysqllock.WithTable("other_locks"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	le, err := l.TryAcquire(t.Context(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := le.Release(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	leaserowtest.CreateTableConcurrent(t, func(ctx context.Context) error {
+		return mysqllock.CreateTable(ctx, db, "other_locks")
+	}, func(opts lock.Options) (lock.Locker, error) {
+		return mysqllock.New(db, opts, mysqllock.WithTable("other_locks"))
+	})
 }
 
 // TestHeldErrorReportsHolder checks that a failed TryAcquire names the
 // holder and its expiry, measured by the database clock.
 func TestHeldErrorReportsHolder(t *testing.T) {
 	db := openDB(t, "")
-	a, err := mysqllock.New(db, lock.Options{TTL: time.Minute, Holder: "api-1/pid 7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := mysqllock.New(db, lock.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	le, err := a.TryAcquire(t.Context(), "held")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer le.Release(context.WithoutCancel(t.Context()))
-	_, err = b.TryAcquire(t.Context(), "held")
-	var he *lock.HeldError
-	if !errors.As(err, &he) {
-		t.Fatalf("TryAcquire = %v, want *HeldError", err)
-	}
-	if he.Holder != "api-1/pid 7" {
-		t.Errorf("Holder = %q", he.Holder)
-	}
-	if d := time.Until(he.ExpiresAt); d < 55*time.Second || d > 61*time.Second {
-		t.Errorf("ExpiresAt in %v, want about a minute", d)
-	}
+	leaserowtest.HeldErrorReportsHolder(t, func(opts lock.Options) (lock.Locker, error) {
+		return mysqllock.New(db, opts)
+	})
 }
 
 // TestTokensSurviveDeletedRows deletes a free row, as a clean-up job may,

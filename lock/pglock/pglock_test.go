@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/haita/haita/internal/leaserowtest"
 	"github.com/haita/haita/internal/testserver"
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/locktest"
@@ -134,64 +135,20 @@ func TestCreateTableIsIdempotentAndConcurrent(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), "CREATE SCHEMA other"); err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 8)
-	for range 8 {
-		go func() { errs <- pglock.CreateTable(t.Context(), pool, "other.locks") }()
-	}
-	for range 8 {
-		if err := <-errs; err != nil {
-			t.Errorf("CreateTable: %v", err)
-		}
-	}
-	for range 3 {
-		if err := pglock.CreateTable(t.Context(), pool, "other.locks"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := pglock.New(pool, lock.Options{}, pglock.WithTable("other.locks"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	le, err := l.TryAcquire(t.Context(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := le.Release(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	leaserowtest.CreateTableConcurrent(t, func(ctx context.Context) error {
+		return pglock.CreateTable(ctx, pool, "other.locks")
+	}, func(opts lock.Options) (lock.Locker, error) {
+		return pglock.New(pool, opts, pglock.WithTable("other.locks"))
+	})
 }
 
 // TestHeldErrorReportsHolder checks that a failed TryAcquire names the
 // holder and its expiry, measured by the database clock.
 func TestHeldErrorReportsHolder(t *testing.T) {
 	pool := openPool(t, "")
-	a, err := pglock.New(pool, lock.Options{TTL: time.Minute, Holder: "api-1/pid 7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := pglock.New(pool, lock.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	le, err := a.TryAcquire(t.Context(), "held")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer le.Release(context.WithoutCancel(t.Context()))
-	_, err = b.TryAcquire(t.Context(), "held")
-	var he *lock.HeldError
-	if !errors.As(err, &he) {
-		t.Fatalf("TryAcquire = %v, want *HeldError", err)
-	}
-	if he.Holder != "api-1/pid 7" {
-		t.Errorf("Holder = %q", he.Holder)
-	}
-	if d := time.Until(he.ExpiresAt); d < 55*time.Second || d > 61*time.Second {
-		t.Errorf("ExpiresAt in %v, want about a minute", d)
-	}
+	leaserowtest.HeldErrorReportsHolder(t, func(opts lock.Options) (lock.Locker, error) {
+		return pglock.New(pool, opts)
+	})
 }
 
 // TestListenerReconnects kills the Locker's listening connection on the
