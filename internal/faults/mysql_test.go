@@ -103,45 +103,8 @@ func TestNetworkMySQL(t *testing.T)     { networkFaults(t, myNet(t)) }
 // to InnoDB's redo log and survives, nobody else gets the key, the holder
 // releases it afterwards, and tokens keep increasing.
 func TestRestartMariaDB(t *testing.T) {
-	for _, how := range []string{"Kill", "Stop"} {
-		t.Run(how, func(t *testing.T) {
-			srv := testserver.MariaDBServer(t)
-			r := myRigOn(t, &rig{name: "mysql"}, srv.DSN("test"))
-			key := uniqueKey(t, "restart")
-			ctx := t.Context()
-			first, err := r.locker(t, lock.Options{TTL: 30 * time.Second}).Acquire(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if how == "Kill" {
-				srv.Kill()
-			} else {
-				srv.Stop()
-			}
-			srv.Start()
-			l2 := r.locker(t, lock.Options{TTL: 30 * time.Second})
-			var tryErr error
-			for range 20 {
-				if _, tryErr = l2.TryAcquire(ctx, key); !errors.Is(tryErr, lock.ErrIndeterminate) {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			if !errors.Is(tryErr, lock.ErrNotAcquired) {
-				t.Fatalf("after the restart: %v, want ErrNotAcquired", tryErr)
-			}
-			if err := releaseRetry(first); err != nil {
-				t.Fatalf("holder's release after the restart: %v", err)
-			}
-			second, err := l2.TryAcquire(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer second.Release(context.Background())
-			t.Logf("tokens %d before, %d after the restart", first.Token(), second.Token())
-			if second.Token() <= first.Token() {
-				t.Errorf("token %d after restart not greater than %d", second.Token(), first.Token())
-			}
-		})
-	}
+	testRestartSQL(t, func(t *testing.T) (*rig, sqlServer) {
+		srv := testserver.MariaDBServer(t)
+		return myRigOn(t, &rig{name: "mysql"}, srv.DSN("test")), srv
+	})
 }

@@ -108,10 +108,27 @@ func releaseRetry(le *lock.Lease) error {
 // survives, nobody else gets the key, the holder releases it afterwards, and
 // tokens keep increasing.
 func TestRestartPostgres(t *testing.T) {
+	testRestartSQL(t, func(t *testing.T) (*rig, sqlServer) {
+		srv := testserver.PostgresServer(t)
+		return pgRigOn(t, srv.DSN("postgres")), srv
+	})
+}
+
+// sqlServer is a database server of the test's own that it can kill, stop
+// and start again.
+type sqlServer interface {
+	Kill()
+	Stop()
+	Start()
+}
+
+// testRestartSQL kills and stops the server that start starts under a
+// held lease: the lease row survives, nobody else gets the key, the holder
+// releases it afterwards, and tokens keep increasing.
+func testRestartSQL(t *testing.T, start func(t *testing.T) (*rig, sqlServer)) {
 	for _, how := range []string{"Kill", "Stop"} {
 		t.Run(how, func(t *testing.T) {
-			srv := testserver.PostgresServer(t)
-			r := pgRigOn(t, srv.DSN("postgres"))
+			r, srv := start(t)
 			key := uniqueKey(t, "restart")
 			ctx := t.Context()
 			first, err := r.locker(t, lock.Options{TTL: 30 * time.Second}).Acquire(ctx, key)
