@@ -324,7 +324,9 @@ func (l *locker) grant(le *Lease, g Grant, sent, start time.Time) (*Lease, error
 	if req.TTL > 0 {
 		le.mu.Lock()
 		le.deadline = deadline
-		le.timer = time.AfterFunc(time.Until(le.deadline), le.expire)
+		if l.opts.Metrics != nil {
+			le.arm() // a lost lease is counted when it is lost
+		}
 		if l.opts.AutoRefresh {
 			var ctx context.Context
 			ctx, le.stopRefresh = context.WithCancel(context.Background())
