@@ -295,11 +295,10 @@ func (l *locker) cleanup(req Request) {
 	_ = l.b.Release(ctx, req)
 }
 
-// grant completes le, built for req before it was sent, with a Backend's
-// grant. A grant that arrives after
-// its own local deadline (a slow answer, a quorum that took too long) is
-// worthless: the engine may have expired it already, so it is given back
-// and reported as lost rather than handed out.
+// grant completes le, built before its request was sent, with a Backend's
+// grant. A grant that arrives after its own local deadline (a slow answer, a
+// quorum that took too long) is worthless: the engine may have expired it
+// already, so it is given back and reported as lost rather than handed out.
 func (l *locker) grant(le *Lease, g Grant, sent, start time.Time) (*Lease, error) {
 	req := le.req
 	le.token = g.Token

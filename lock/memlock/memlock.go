@@ -153,7 +153,7 @@ type shard struct {
 	_    [32]byte // keep shards on separate cache lines
 }
 
-// entry is a key that is held or waited for.
+// entry is a key that is held or waited for, or the shard's idle key.
 type entry struct {
 	key      string
 	held     bool
