@@ -166,6 +166,42 @@ func BenchmarkRedisUncontended(b *testing.B) {
 	}
 }
 
+// BenchmarkRedisPairedUncontended interleaves, in every iteration, one
+// uncontended acquire+release (a fresh key) of each contender on the same
+// server: haita, bsm/redislock, redsync and the raw SET NX + EVALSHA
+// floor. Contenders run one after the other see different moments of a
+// shared machine; interleaved ones share them, so the ratios reported here
+// (haita / bsm, haita / raw) are the ones to compare. Reports each
+// contender's ops/s over the time it spent.
+func BenchmarkRedisPairedUncontended(b *testing.B) {
+	c := needRedis(b, 0)
+	_, m := peers(b, c)
+	names := []string{"raw", "haita", "bsm", "redsync"}
+	mus := []mutex{m["raw"], m["haita"], m["bsm-1ms"], m["redsync"]}
+	ctx := context.Background()
+	spent := make([]time.Duration, len(mus))
+	for b.Loop() {
+		for i, mu := range mus {
+			key := uniqueKey("pu:")
+			t0 := time.Now()
+			unlock, err := mu.lock(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := unlock(ctx); err != nil {
+				b.Fatal(err)
+			}
+			spent[i] += time.Since(t0)
+		}
+	}
+	opsPerSec := func(i int) float64 { return float64(b.N) / spent[i].Seconds() }
+	for i, name := range names {
+		b.ReportMetric(opsPerSec(i), name+"-ops/s")
+	}
+	b.ReportMetric(opsPerSec(1)/opsPerSec(2), "haita/bsm")
+	b.ReportMetric(opsPerSec(1)/opsPerSec(0), "haita/raw")
+}
+
 // hotKeyResult is one hot-key run: every wait, and each goroutine's count.
 type hotKeyResult struct {
 	waits   []time.Duration

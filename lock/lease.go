@@ -22,8 +22,8 @@ type Lease struct {
 	granted time.Time
 
 	mu          sync.Mutex
-	deadline    time.Time // local deadline on the monotonic clock; zero: none
-	timer       *time.Timer
+	deadline    time.Time     // local deadline on the monotonic clock; zero: none
+	timer       *time.Timer   // ends the lease at deadline; armed by the first Done
 	done        chan struct{} // created on first use
 	err         error         // nil while held
 	stopRefresh context.CancelFunc
@@ -87,8 +87,19 @@ func (le *Lease) Done() <-chan struct{} {
 			return closedChan
 		}
 		le.done = make(chan struct{})
+		le.arm()
 	}
 	return le.done
+}
+
+// arm starts the timer that ends the lease at its local deadline. A lease
+// gets it only once something can observe the end as it happens — Done,
+// auto-refresh, metrics — so a short lease nobody watches pays for no
+// timer; Err and Check read the clock instead. le.mu is held.
+func (le *Lease) arm() {
+	if le.timer == nil && !le.deadline.IsZero() {
+		le.timer = time.AfterFunc(time.Until(le.deadline), le.expire)
+	}
 }
 
 // Err returns nil while the lease is held, [ErrReleased] after a Release
@@ -97,6 +108,15 @@ func (le *Lease) Done() <-chan struct{} {
 // longer held). Like Done it may lag behind the local deadline; before a
 // write, use [Lease.Check].
 func (le *Lease) Err() error {
+	le.mu.Lock()
+	err, deadline, unarmed := le.err, le.deadline, le.timer == nil
+	le.mu.Unlock()
+	if err != nil || !unarmed || deadline.IsZero() || time.Now().Before(deadline) {
+		return err
+	}
+	// No timer watches this lease (nobody called Done): the clock says
+	// it has ended.
+	le.expire()
 	le.mu.Lock()
 	defer le.mu.Unlock()
 	return le.err
@@ -144,7 +164,9 @@ func (le *Lease) Refresh(ctx context.Context) error {
 		ended := le.err != nil
 		if !ended {
 			le.deadline = sent.Add(le.req.TTL - le.l.drift)
-			le.timer.Reset(time.Until(le.deadline))
+			if le.timer != nil {
+				le.timer.Reset(time.Until(le.deadline))
+			}
 		}
 		le.mu.Unlock()
 		if ended {

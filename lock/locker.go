@@ -135,9 +135,12 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 		start = time.Now()
 	}
 	req := Request{Key: key, Owner: NewOwner(), Holder: l.opts.Holder, TTL: l.ttl, Share: l.share, Wait: wait}
+	// The lease is built before the key is taken, so that a hot key's
+	// holder does not spend its turn on an allocation.
+	le := &Lease{l: l, req: req}
 	g, err := l.b.Try(ctx, req)
 	if err == nil {
-		return l.grant(req, g, start, start)
+		return l.grant(le, g, start, start)
 	}
 	if !errors.Is(err, ErrNotAcquired) {
 		return nil, l.failed(ctx, req, err)
@@ -148,9 +151,9 @@ func (l *locker) acquire(ctx context.Context, key string, wait bool) (*Lease, er
 		return nil, err
 	}
 	if q, ok := l.b.(Queuer); ok {
-		return l.queue(ctx, q, req, start)
+		return l.queue(ctx, q, le, start)
 	}
-	return l.wait(ctx, req, start, err)
+	return l.wait(ctx, le, start, err)
 }
 
 // waitContext derives the context a waiting Acquire runs under: it ends with
@@ -187,14 +190,15 @@ func (l *locker) waitErr(ctx, wctx context.Context, key string, start time.Time)
 	return err
 }
 
-func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Time) (*Lease, error) {
+func (l *locker) queue(ctx context.Context, q Queuer, le *Lease, start time.Time) (*Lease, error) {
+	req := le.req
 	wctx, done := l.waitContext(ctx)
 	defer done()
 	defer l.startWaiting(req.Key)()
 	sent := time.Now()
 	g, err := q.Wait(wctx, req)
 	if err == nil {
-		return l.grant(req, g, sent, start)
+		return l.grant(le, g, sent, start)
 	}
 	if wctx.Err() != nil {
 		return nil, l.waitErr(ctx, wctx, req.Key, start)
@@ -202,7 +206,8 @@ func (l *locker) queue(ctx context.Context, q Queuer, req Request, start time.Ti
 	return nil, l.failed(wctx, req, err)
 }
 
-func (l *locker) wait(ctx context.Context, req Request, start time.Time, last error) (*Lease, error) {
+func (l *locker) wait(ctx context.Context, le *Lease, start time.Time, last error) (*Lease, error) {
+	req := le.req
 	wctx, done := l.waitContext(ctx)
 	defer done()
 	var wake <-chan struct{}
@@ -228,7 +233,7 @@ func (l *locker) wait(ctx context.Context, req Request, start time.Time, last er
 			sent := time.Now()
 			g, err := l.b.Try(wctx, req)
 			if err == nil {
-				return l.grant(req, g, sent, start)
+				return l.grant(le, g, sent, start)
 			}
 			if wctx.Err() != nil {
 				l.cleanup(req)
@@ -290,12 +295,13 @@ func (l *locker) cleanup(req Request) {
 	_ = l.b.Release(ctx, req)
 }
 
-// grant turns a Backend's grant into a Lease. A grant that arrives after
-// its own local deadline (a slow answer, a quorum that took too long) is
-// worthless: the engine may have expired it already, so it is given back
-// and reported as lost rather than handed out.
-func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, error) {
-	le := &Lease{l: l, req: req, token: g.Token}
+// grant completes le, built before its request was sent, with a Backend's
+// grant. A grant that arrives after its own local deadline (a slow answer, a
+// quorum that took too long) is worthless: the engine may have expired it
+// already, so it is given back and reported as lost rather than handed out.
+func (l *locker) grant(le *Lease, g Grant, sent, start time.Time) (*Lease, error) {
+	req := le.req
+	le.token = g.Token
 	var deadline time.Time
 	if req.TTL > 0 {
 		validity := g.Validity
@@ -317,7 +323,9 @@ func (l *locker) grant(req Request, g Grant, sent, start time.Time) (*Lease, err
 	if req.TTL > 0 {
 		le.mu.Lock()
 		le.deadline = deadline
-		le.timer = time.AfterFunc(time.Until(le.deadline), le.expire)
+		if l.opts.Metrics != nil {
+			le.arm() // a lost lease is counted when it is lost
+		}
 		if l.opts.AutoRefresh {
 			var ctx context.Context
 			ctx, le.stopRefresh = context.WithCancel(context.Background())

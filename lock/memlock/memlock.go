@@ -117,6 +117,9 @@ func (l *Locker) Len() int {
 		s := &l.b.shards[i]
 		s.mu.Lock()
 		n += len(s.m)
+		if s.idle != nil {
+			n-- // kept for its next acquire, not held
+		}
 		s.mu.Unlock()
 	}
 	return n
@@ -139,14 +142,20 @@ type backend struct {
 }
 
 type shard struct {
-	mu   sync.Mutex
-	m    map[string]*entry
+	mu sync.Mutex
+	m  map[string]*entry
+	// idle is the one entry in m that is neither held nor waited for: the
+	// last key freed stays for its next acquire, which then costs a lookup
+	// instead of an insert and a delete (a hot key's every turn). Freeing
+	// another key evicts it, so a shard keeps at most one free key.
+	idle *entry
 	peak int
-	_    [40]byte // keep shards on separate cache lines
+	_    [32]byte // keep shards on separate cache lines
 }
 
-// entry is a key that is held or waited for.
+// entry is a key that is held or waited for, or the shard's idle key.
 type entry struct {
+	key      string
 	held     bool
 	owner    lock.Owner
 	holder   string
@@ -200,8 +209,11 @@ func (s *shard) get(key string) *entry {
 	e := s.m[key]
 	if e == nil {
 		e = entryPool.Get().(*entry)
+		e.key = key
 		s.m[key] = e
 		s.peak = max(s.peak, len(s.m))
+	} else if e == s.idle {
+		s.idle = nil
 	}
 	return e
 }
@@ -212,11 +224,15 @@ func (s *shard) get(key string) *entry {
 func (b *backend) free(s *shard, key string, e *entry, now time.Time) {
 	e.held, e.owner, e.holder, e.expires = false, lock.Owner{}, "", time.Time{}
 	if len(e.waiters) == 0 {
-		delete(s.m, key)
-		*e = entry{waiters: e.waiters[:0]}
-		entryPool.Put(e)
-		if len(s.m) == 0 && s.peak > 1024 {
-			// Go maps keep their memory after deletes: start afresh once empty.
+		e.starving, e.woken = false, false
+		if old := s.idle; old != nil && old != e {
+			s.drop(old)
+		}
+		s.idle = e
+		if len(s.m) == 1 && s.peak > 1024 {
+			// Go maps keep their memory after deletes: start afresh once
+			// nothing is held.
+			s.drop(e)
 			s.m, s.peak = make(map[string]*entry), 0
 		}
 		return
@@ -244,6 +260,16 @@ func (b *backend) free(s *shard, key string, e *entry, now time.Time) {
 		e.woken = true
 		w.ch <- 0
 	}
+}
+
+// drop deletes the free entry e from the shard. s.mu is held.
+func (s *shard) drop(e *entry) {
+	delete(s.m, e.key)
+	if s.idle == e {
+		s.idle = nil
+	}
+	*e = entry{waiters: e.waiters[:0]}
+	entryPool.Put(e)
 }
 
 func remove(ws []*waiter, w *waiter) []*waiter {
@@ -278,7 +304,9 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 	defer s.mu.Unlock()
 	e := s.m[req.Key]
 	var now time.Time
-	if e != nil || req.TTL > 0 {
+	if req.TTL > 0 || e != nil && e.held && !e.expires.IsZero() {
+		// Without a TTL on either side no clock is read: a hot key's
+		// holder pays for nothing it does not use.
 		now = time.Now()
 	}
 	if e != nil && e.expired(now) {
@@ -291,6 +319,9 @@ func (b *backend) Try(_ context.Context, req lock.Request) (lock.Grant, error) {
 	}
 	if e.held || e.starving {
 		return lock.Grant{}, held(req.Key, e, now)
+	}
+	if e == s.idle {
+		s.idle = nil
 	}
 	return lock.Grant{Token: b.take(e, req.Owner, req.Holder, req.TTL, now)}, nil
 }

@@ -55,6 +55,46 @@ func TestNoMemoryPerKey(t *testing.T) {
 	}
 }
 
+// TestFreedKeyTakenAgain: a freed key stays in its shard for its next
+// acquire; taken again, it must not be evicted as free when other keys of
+// the shard are freed after it.
+func TestFreedKeyTakenAgain(t *testing.T) {
+	var l memlock.Locker
+	ctx := t.Context()
+	le, err := l.Acquire(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := le.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held, err := l.Acquire(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 { // some of them share "a"'s shard
+		le, err := l.Acquire(ctx, fmt.Sprintf("other/%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := le.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if le, err := l.TryAcquire(ctx, "a"); !errors.Is(err, lock.ErrNotAcquired) {
+		t.Fatalf("TryAcquire of a held key = %v, %v; want ErrNotAcquired", le, err)
+	}
+	if got := l.Len(); got != 1 {
+		t.Errorf("Len with one key held = %d, want 1", got)
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Len(); got != 0 {
+		t.Errorf("Len after release = %d, want 0", got)
+	}
+}
+
 // TestFIFO checks that waiters get the key in the order they came.
 func TestFIFO(t *testing.T) {
 	var l memlock.Locker
