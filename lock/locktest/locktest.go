@@ -696,7 +696,10 @@ func (s *suite) testExpiry(t *testing.T) {
 }
 
 func (s *suite) testRefresh(t *testing.T) {
-	ttl := s.cfg.TTL
+	// At least a second: the lease must outlive sleeps and refreshes
+	// that a loaded machine (the race detector, engines beside) can
+	// delay by a few hundred milliseconds, more than a short TTL's slack.
+	ttl := max(s.cfg.TTL, time.Second)
 	a := s.locker(t, lock.Options{TTL: ttl})
 	b := s.locker(t, lock.Options{TTL: ttl})
 	key := s.key(t, "k")
@@ -759,7 +762,10 @@ func (s *suite) testOwnershipAfterExpiry(t *testing.T) {
 }
 
 func (s *suite) testAutoRefresh(t *testing.T) {
-	ttl := s.cfg.TTL
+	// At least a second: the lease must outlive sleeps and refreshes
+	// that a loaded machine (the race detector, engines beside) can
+	// delay by a few hundred milliseconds, more than a short TTL's slack.
+	ttl := max(s.cfg.TTL, time.Second)
 	a := s.locker(t, lock.Options{TTL: ttl, AutoRefresh: true})
 	b := s.locker(t, lock.Options{TTL: ttl})
 	key := s.key(t, "k")
