@@ -19,7 +19,10 @@ import (
 type Locker interface {
 	// Acquire waits until key is free and takes it. It returns when the lease
 	// is granted, when ctx ends (an error matching ctx.Err()), or when
-	// Options.WaitLimit passes ([ErrWaitLimit]). On error nothing is held.
+	// Options.WaitLimit passes ([ErrWaitLimit]). On error nothing is held,
+	// but for an attempt that was in flight at the engine when ctx ended:
+	// a backend that lets such an attempt finish ([Detached]) gives a
+	// grant it gets back as soon as the engine answers.
 	// The caller must Release the lease.
 	Acquire(ctx context.Context, key string) (*Lease, error)
 

@@ -121,11 +121,15 @@ func cron(impl string) func(ctx context.Context, rc *runCtx) (int64, string, err
 			wg.Go(func() {
 				for slot := 0; slot < rc.ops && !rc.expired(); slot++ {
 					// The scheduler fires when its own clock (real + skew)
-					// reaches the slot's time, and names the slot by its
-					// clock, as a real scheduler does.
+					// reaches the slot's time, and names the slot by that
+					// scheduled time on its clock, as a real scheduler does
+					// (and singleton.Slot asks for): not by the time it woke
+					// up, which on a loaded machine, or after waiting for the
+					// previous slot's run, can lie past the next slot's
+					// midpoint and name the next slot.
 					fire := origin.Add(time.Duration(slot)*cronPeriod - skew)
 					time.Sleep(time.Until(fire))
-					clock := time.Now().Add(skew)
+					clock := fire.Add(skew)
 					fired[w] = int64(slot + 1)
 					err := rc.stats.do(func(o *op) error {
 						job := func(ctx context.Context) error {

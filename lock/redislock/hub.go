@@ -23,10 +23,11 @@ import (
 // keyspace channel, on which a server with keyspace notifications enabled
 // reports that another client deleted the key or that it expired. A grant
 // goes to the waiter it names, and nobody else is woken; a deletion or
-// expiry pokes the key's first local waiter, which asks Redis whether its
-// turn has come (and pokes the next one when an earlier waiter of another
-// process has it). A resubscription after a reconnect pokes every waiter of
-// the key: grants may have been lost meanwhile, and Redis keeps them.
+// expiry pokes the key's local waiters, which ask Redis whether their turn
+// has come (a waiter that learns from Redis that the key is free and an
+// earlier waiter's turn pokes the others too). A resubscription after a
+// reconnect pokes every waiter of the key: grants may have been lost
+// meanwhile, and Redis keeps them.
 type hub struct {
 	db     int           // the database of keyspace channels
 	linger time.Duration // how long a key nobody waits for stays subscribed
@@ -226,14 +227,17 @@ func (h *hub) unsubscribe(ks *keyState) {
 	h.forget(ks)
 }
 
-// pokeNext wakes the local waiter after w: Redis said the key is free and an
-// earlier waiter's turn, and that waiter may be the next one here.
-func (w *waiter) pokeNext() {
+// pokeOthers wakes the key's local waiters other than w: Redis said the
+// key is free and an earlier waiter's turn, and that waiter may be any of
+// them, since Redis's queue need not be in the order they joined here.
+func (w *waiter) pokeOthers() {
 	h, ks := w.h, w.ks
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if i := slices.Index(ks.waiters, w); i >= 0 && i+1 < len(ks.waiters) {
-		ks.waiters[i+1].wake()
+	for _, o := range ks.waiters {
+		if o != w {
+			o.wake()
+		}
 	}
 }
 
@@ -331,8 +335,10 @@ func (h *hub) read(ps *redis.PubSub) {
 			}
 			switch m.Payload {
 			case "del", "expired", "evicted":
-				if len(ks.waiters) > 0 {
-					ks.waiters[0].wake()
+				// Whose turn it is now is Redis's queue's to say, and its
+				// order need not be the order here: every waiter asks.
+				for _, w := range ks.waiters {
+					w.wake()
 				}
 			}
 		}

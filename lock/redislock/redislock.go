@@ -327,6 +327,7 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 	// then hand the key to req before req's subscription was in force, and
 	// such a grant reaches nobody: req asks once, leading or not.
 	unseen := tried.queued && !continuous
+	poked := false
 	ask := func() (lock.Grant, bool, error) {
 		sent := time.Now()
 		var token int64
@@ -355,14 +356,17 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 				}
 			}
 			if w != nil && pttl == -2 {
-				w.pokeNext()
+				w.pokeOthers()
 			}
 			d = min(d, req.TTL/3)
 			if pttl >= 0 {
 				d = min(d, time.Duration(pttl+1)*time.Millisecond)
 			}
 		case lock.Queued:
-			if unseen {
+			// A poke says the key may be free and req's turn in Redis,
+			// whose queue need not be in this Locker's order: req asks,
+			// leading here or not.
+			if unseen || poked {
 				if g, done, err := ask(); done {
 					return g, err
 				}
@@ -370,6 +374,7 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 		}
 		unseen = false
 		asked = false
+		poked = false
 		timer.Reset(d)
 		select {
 		case g := <-grant:
@@ -378,6 +383,7 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 			return lock.Grant{Token: g.token, Validity: max(g.at.Sub(start)+req.TTL, time.Nanosecond)}, nil
 		case <-local.C():
 		case <-poke:
+			poked = true
 		case <-timer.C:
 		case <-ctx.Done():
 			return lock.Grant{}, b.leave(ctx, req)

@@ -1,6 +1,7 @@
 package redislock
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -76,6 +77,79 @@ func TestGrantBeforeSubscription(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("A, granted the key before it subscribed, did not learn of it")
+	}
+	r := <-bDone
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := b.Release(ctx, lock.Request{Key: "k", Owner: bb.Owner, TTL: time.Minute, Token: r.g.Token}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTurnOfAWaiterNotLeadingHere: Redis queues A before B, both of this
+// Locker, but B leads here. The holder's lease expires without a release
+// (no grant message): B, asking Redis at the expiry, learns that the key
+// is free and A's turn, and pokes A. A must then ask Redis although it
+// does not lead here, and not wait until its place in Redis's queue
+// expires (a TTL) for B to take the key past it.
+func TestTurnOfAWaiterNotLeadingHere(t *testing.T) {
+	s := testserver.Redis(t, testserver.RedisOptions{})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+
+	holder, err := New(c, lock.Options{TTL: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Close() })
+	if _, err := holder.Acquire(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+
+	b := &backend{c: c, poll: time.Second, hub: newHub(c, linger)}
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
+	t.Cleanup(func() { _ = b.Close() })
+	req := func() lock.Request {
+		return lock.Request{Key: "k", Owner: lock.NewOwner(), TTL: time.Minute, Wait: true}
+	}
+	a, bb := req(), req()
+	for _, r := range []lock.Request{a, bb} {
+		if _, err := b.Try(ctx, r); !errors.Is(err, lock.ErrNotAcquired) {
+			t.Fatalf("Try = %v, want held", err)
+		}
+	}
+
+	type result struct {
+		g   lock.Grant
+		err error
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bDone := make(chan result, 1)
+	go func() {
+		g, err := b.Wait(wctx, bb)
+		bDone <- result{g, err}
+	}()
+	waitUntil(t, func() bool { return b.Waiting("k") == 1 })
+	aDone := make(chan result, 1)
+	go func() {
+		g, err := b.Wait(wctx, a)
+		aDone <- result{g, err}
+	}()
+	select {
+	case r := <-aDone:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if err := b.Release(ctx, lock.Request{Key: "k", Owner: a.Owner, TTL: time.Minute, Token: r.g.Token}); err != nil {
+			t.Fatal(err)
+		}
+	case r := <-bDone:
+		t.Fatalf("B took the key (%v) past A, first in Redis's queue", r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("A, whose turn came by an expiry, did not take the key")
 	}
 	r := <-bDone
 	if r.err != nil {

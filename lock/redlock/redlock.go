@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,8 +260,10 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 // releases the key everywhere and reports why: a *lock.HeldError when the
 // key is held; an error matching lock.ErrLost when the validity time had
 // passed by the time the answers were in (whatever the instances granted
-// was worthless, and is given back); otherwise a *QuorumError naming the
-// failures.
+// was worthless, and is given back); for a waiting request whose round
+// failed only because instances answered after the instance timeout, a
+// *lock.HeldError that has it try again shortly; otherwise a *QuorumError
+// naming the failures.
 func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	g, err := b.try(ctx, req)
 	if err == nil && b.waiters != nil {
@@ -389,10 +392,32 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		// outcome, a lost grant, given back above.
 		return lock.Grant{}, fmt.Errorf("redlock: acquire %q: the answers took %v of the TTL %v: %w", req.Key, took.Round(time.Millisecond), req.TTL, lock.ErrLost)
 	}
+	if req.Wait && ctx.Err() == nil && slowOnly(errs) {
+		// A waiting acquire whose round failed only because instances
+		// answered after the instance timeout (a loaded host, a slow
+		// link) gave back what it took above and tries again after a
+		// random delay, as the Redlock algorithm does after a failed
+		// round; its wait ends with its context or wait limit. Refused
+		// connections and other errors still end it with a QuorumError.
+		d := b.instanceTimeout(req.TTL)
+		return lock.Grant{}, &lock.HeldError{Key: req.Key, ExpiresAt: time.Now().Add(d/2 + rand.N(d/2+1))}
+	}
 	if why == "" {
 		why = fmt.Sprintf("%d of %d instances granted, %d hold it for another owner, %d failed", len(granted), len(b.clients), len(pttls), len(errs))
 	}
 	return lock.Grant{}, &QuorumError{Op: "acquire", Key: req.Key, Reason: why, Errs: errs}
+}
+
+// slowOnly reports whether errs is not empty and holds only instance
+// timeouts: the instances were slow, not unreachable.
+func slowOnly(errs []error) bool {
+	for _, err := range errs {
+		var ne net.Error
+		if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // freeAt estimates when enough holders' leases end for a quorum: the

@@ -244,3 +244,40 @@ func TestWakeByNotification(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitPastSlowRound pauses a majority of the instances (CLIENT PAUSE)
+// for longer than the instance timeout, as a loaded host can: the first
+// round of a waiting Acquire gets no quorum because those instances answer
+// too late. The Acquire gives back what it got and tries again, as the
+// Redlock algorithm does, and is granted once they answer; a TryAcquire
+// reports the failed round.
+func TestWaitPastSlowRound(t *testing.T) {
+	_, clients := instances(t, 5)
+	l := newLocker(t, clients, lock.Options{TTL: 2 * time.Second}) // instance timeout 200ms
+	ctx := t.Context()
+	pause := func() {
+		t.Helper()
+		for _, c := range clients[:3] {
+			if err := c.(*redis.Client).Do(ctx, "CLIENT", "PAUSE", 600, "ALL").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pause()
+	if _, err := l.TryAcquire(ctx, "slowround-try"); !errors.Is(err, lock.ErrIndeterminate) {
+		t.Fatalf("TryAcquire with a paused majority = %v, want a QuorumError", err)
+	}
+	for _, c := range clients[:3] {
+		if err := c.(*redis.Client).Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause()
+	le, err := l.Acquire(ctx, "slowround")
+	if err != nil {
+		t.Fatalf("Acquire with a majority paused for one round: %v", err)
+	}
+	if err := le.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
