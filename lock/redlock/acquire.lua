@@ -15,7 +15,11 @@
 -- Returns {token} with the new token (>= 1) on success; when the key is
 -- held, {-1, holder} if it has no expiry, otherwise {-2 - its remaining
 -- milliseconds, holder}, where holder is the key's value; {-3, first} when
--- the key is free but it is waiter first's turn.
+-- the key is free but it is waiter first's turn. In that case, unless
+-- ARGV[7] is empty, it also publishes first on channel ARGV[7]: the
+-- release that freed the key may have named another waiter, or nobody (a
+-- split vote given back quietly, a waiter that left, a place that lapsed),
+-- and first may be asleep until its poll.
 local waiting = ARGV[3] == '1'
 local function take()
 	local token = redis.call('INCR', KEYS[2])
@@ -71,6 +75,9 @@ while true do
 end
 if first ~= nil and first ~= ARGV[1] then
 	if redis.call('EXISTS', KEYS[1]) == 0 then
+		if ARGV[7] and ARGV[7] ~= '' then
+			redis.call('PUBLISH', ARGV[7], first)
+		end
 		return {-3, first}
 	end
 	return held()

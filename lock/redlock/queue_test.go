@@ -3,12 +3,17 @@ package redlock_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/locktest"
@@ -86,5 +91,158 @@ func TestWaiterKilledInQueue(t *testing.T) {
 	}
 	if err := <-got; err != nil {
 		t.Fatalf("the live waiter: %v", err)
+	}
+}
+
+// queued returns the waiters queued for key on c, first first.
+func queued(t *testing.T, c redis.Scripter, key string) []string {
+	t.Helper()
+	m, err := c.(*redis.Client).ZRange(t.Context(), "haita:q:"+key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// until polls cond (reading Redis state) until it holds, for 10s at most.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %s", what)
+		}
+	}
+}
+
+// acquireAsync starts l.Acquire(ctx, key) and, when it is granted, releases
+// at once; the channel reports the outcome.
+func acquireAsync(ctx context.Context, l lock.Locker, key string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		le, err := l.Acquire(ctx, key)
+		if err == nil {
+			err = le.Release(context.WithoutCancel(ctx))
+		}
+		got <- err
+	}()
+	return got
+}
+
+// TestQueueSplitVoteWakesFirst plays the release of a holder that reaches
+// the instances one at a time while two waiters of other Lockers queue, x
+// ahead of y. Instance 0 frees first and wakes x, which is granted there
+// but finds the holder on the others and gives it back quietly: its place
+// on instance 0 is gone, y is first there, and nobody told y. Instance 1
+// frees next and wakes x, which is refused on instance 0 (y's turn), gets
+// instance 1 alone and gives it back too, so that y is now first on both
+// free instances — a majority — and x sleeps. An attempt refused on y's
+// behalf must wake y: with the fallback poll at a minute, both waiters must
+// get the key by notification.
+func TestQueueSplitVoteWakesFirst(t *testing.T) {
+	_, clients := instances(t, 3)
+	const key = "splitwake"
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for _, c := range clients {
+		if err := c.(*redis.Client).Set(ctx, key, "holder", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	b := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	gotX := acquireAsync(ctx, a, key)
+	locktest.WaitUntilWaiting(t, a, key, 1)
+	gotY := acquireAsync(ctx, b, key)
+	locktest.WaitUntilWaiting(t, b, key, 1)
+	q := queued(t, clients[0], key)
+	if len(q) != 2 {
+		t.Fatalf("queue %v, want two waiters", q)
+	}
+	x := q[0]
+	free := func(i int) {
+		t.Helper()
+		c := clients[i].(*redis.Client)
+		if err := c.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Publish(ctx, "haita:released:"+key, x).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	free(0)
+	until(t, "x was not granted instance 0 and did not give it back", func() bool {
+		return !slices.Contains(queued(t, clients[0], key), x) && clients[0].(*redis.Client).Exists(ctx, key).Val() == 0
+	})
+	free(1)
+	for name, got := range map[string]<-chan error{"x": gotX, "y": gotY} {
+		if err := <-got; err != nil {
+			t.Fatalf("waiter %s: %v", name, err)
+		}
+	}
+}
+
+// scriptCount is a go-redis hook that counts the scripts a client ran.
+type scriptCount struct{ n atomic.Int64 }
+
+func (h *scriptCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scriptCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if n := cmd.Name(); err == nil && (n == "evalsha" || n == "eval") {
+			h.n.Add(1)
+		}
+		return err
+	}
+}
+
+func (h *scriptCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestQueueLeaverPassesTurn frees the key while it is the turn of a waiter
+// x whose wait then ends (as when a release names it just before its
+// context ends): x leaves the queues, and the next waiter, y, must be
+// woken, not left to its poll. y has its own clients, so that the test
+// knows when y's attempts are over and y sleeps.
+func TestQueueLeaverPassesTurn(t *testing.T) {
+	servers, clients := instances(t, 3)
+	const key = "leaver"
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for _, c := range clients {
+		if err := c.(*redis.Client).Set(ctx, key, "holder", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var scripts scriptCount
+	yclients := make([]redis.Scripter, len(servers))
+	for i, s := range servers {
+		c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+		c.AddHook(&scripts)
+		t.Cleanup(func() { _ = c.Close() })
+		yclients[i] = c
+	}
+	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	b := newLocker(t, yclients, lock.Options{PollInterval: time.Minute})
+	xctx, xcancel := context.WithCancel(ctx)
+	defer xcancel()
+	gotX := acquireAsync(xctx, a, key)
+	locktest.WaitUntilWaiting(t, a, key, 1)
+	gotY := acquireAsync(ctx, b, key)
+	// y's first attempt and the one after it subscribed: three scripts
+	// each.
+	until(t, "y did not make its two attempts", func() bool { return scripts.n.Load() >= 6 })
+	for _, c := range clients {
+		if err := c.(*redis.Client).Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	xcancel()
+	if err := <-gotX; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v, want context.Canceled", err)
+	}
+	if err := <-gotY; err != nil {
+		t.Fatalf("next waiter: %v", err)
 	}
 }

@@ -278,7 +278,7 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 
 func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
 	start := time.Now()
-	keys, owner, ttl := b.keys(req.Key), req.Owner.String(), ms(req.TTL)
+	keys, owner, ttl, ch := b.keys(req.Key), req.Owner.String(), ms(req.TTL), channel(b.prefix+req.Key)
 	queue := req.Wait && b.hubs != nil
 	waiting := "0"
 	if queue {
@@ -290,7 +290,7 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
 		actx, cancel := context.WithTimeout(ctx, b.instanceTimeout(req.TTL))
 		defer cancel()
-		res, err := acquireScript.Run(actx, c, keys, owner, ttl, waiting, ms(b.place), arrival, req.Holder).Slice()
+		res, err := acquireScript.Run(actx, c, keys, owner, ttl, waiting, ms(b.place), arrival, req.Holder, ch).Slice()
 		if err != nil {
 			return 0, err
 		}
@@ -357,10 +357,9 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 			why = fmt.Sprintf("the quorum took %v of the TTL %v", time.Since(start).Round(time.Millisecond), req.TTL)
 		default:
 			if len(gated) > 0 {
-				// This attempt is queued where it was refused: leave.
-				b.fanOut(gated, func(c redis.Scripter) (int64, error) {
-					return dequeueScript.Run(ctx, c, keys[2:4], owner).Int64()
-				})
+				// This attempt is queued where it was refused: leave
+				// (without a notification: it was not first there).
+				b.dequeue(ctx, gated, keys, owner, "")
 			}
 			return lock.Grant{Token: lock.Token(token), Validity: validity}, nil
 		}
@@ -604,11 +603,20 @@ func (s *subscription) Close() {
 		h.unref(s.ch)
 	}
 	if !took {
+		// Leaving when it is its turn (a release named it just before
+		// its wait ended), it passes the turn on to the next waiter.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		keys, owner := s.b.keys(s.req.Key), s.req.Owner.String()
-		s.b.fanOut(s.b.all(), func(c redis.Scripter) (int64, error) {
-			return dequeueScript.Run(ctx, c, keys[2:4], owner).Int64()
-		})
+		s.b.dequeue(ctx, s.b.all(), s.b.keys(s.req.Key), s.req.Owner.String(), s.ch)
 	}
+}
+
+// dequeue takes owner out of the queues of keys (from backend.keys) on the
+// instances idx. Where owner was the first live waiter and the key is free,
+// the next one is published on ch, unless ch is "".
+func (b *backend) dequeue(ctx context.Context, idx []int, keys []string, owner, ch string) {
+	keys = []string{keys[2], keys[3], keys[0]}
+	b.fanOut(idx, func(c redis.Scripter) (int64, error) {
+		return dequeueScript.Run(ctx, c, keys, owner, ch).Int64()
+	})
 }
