@@ -7,10 +7,13 @@
 -- Haita's waiters queue on each instance: KEYS[3] is a sorted set of owners
 -- by arrival, KEYS[4] a hash of their deadlines (ms). While a live waiter
 -- other than ARGV[1] is first, a free key is its turn and the attempt is
--- refused. With ARGV[3] = "1" the attempt is a waiting one: unless granted,
--- it joins the queue at ARGV[5] (the client's clock in µs: the same on every
--- instance, so that the instances agree on the order), or keeps its place,
--- until ARGV[4] ms from now.
+-- refused. With ARGV[3] = "1" the attempt is a waiting one: it joins the
+-- queue at ARGV[5] (the clock of its request's first attempt in µs: the
+-- same on every instance and in every round, so that the instances agree
+-- on the order), or keeps its place, until ARGV[4] ms from now; where
+-- nobody queues and it is granted, it does not queue. Granted, it keeps its
+-- place until its release takes it out (release.lua), so that it is still
+-- first here if the vote split and it gives the key back.
 --
 -- Returns {token} with the new token (>= 1) on success; when the key is
 -- held, {-1, holder} if it has no expiry, otherwise {-2 - its remaining
@@ -83,8 +86,13 @@ if first ~= nil and first ~= ARGV[1] then
 	return held()
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	redis.call('ZREM', KEYS[3], ARGV[1])
-	redis.call('HDEL', KEYS[4], ARGV[1])
+	-- A waiting attempt keeps its place: if the vote splits and it gives
+	-- the key back, it is still first here. Its release (release.lua)
+	-- takes it out of the queue.
+	if not waiting then
+		redis.call('ZREM', KEYS[3], ARGV[1])
+		redis.call('HDEL', KEYS[4], ARGV[1])
+	end
 	return take()
 end
 return held()

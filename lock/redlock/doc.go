@@ -21,21 +21,28 @@
 // With clients that can subscribe (*redis.Client), haita's waiters queue
 // on every instance: a waiting Acquire that finds the key held joins a
 // sorted set beside the key ("haita:q:" + key, deadlines in "haita:w:" +
-// key) in the same script, ordered by its first attempt's clock (the same
-// on every instance, so that the instances agree on who is first). A free
-// key is the first live waiter's turn: other haita attempts on that
-// instance are refused, so that a contender that releases and at once
-// acquires again cannot barge ahead. A release deletes the key and, when
-// waiters queue, publishes the first one's owner on "haita:released:" +
-// key; only that waiter wakes, and takes a majority in one round. An
-// uncontended release publishes nothing. A waiter keeps its place by
-// attempting at least every poll (lock.Options.PollInterval, 1s), and
+// key) in the same script, ordered by its first attempt's clock: every
+// attempt of a waiting Acquire queues at that clock, so that the instances
+// agree on who is first even where it queued later. A free key is the
+// first live waiter's turn: other haita attempts on that instance are
+// refused, so that a contender that releases and at once acquires again
+// cannot barge ahead, and each refusal publishes the first waiter's owner,
+// so that a waiter whose turn came without a message to it (a release by a
+// client that does not queue, a message lost) does not sleep until its
+// poll. A release deletes the key and, when waiters queue, publishes the
+// first one's owner on "haita:released:" + key; only that waiter wakes,
+// and takes a majority in one round. An uncontended release publishes
+// nothing. A waiter keeps its place until its lease is released, also
+// where it was granted in a vote that split and gave the instances back,
+// by attempting at least every poll (lock.Options.PollInterval, 1s); it
 // loses it three polls after its last attempt, so a waiter process that
-// died holds the queue up for about three polls. Each Locker keeps one
-// pub/sub connection per instance for all its waiters. If the instances
-// disagree on who is first (a place lost on one instance) and a vote
-// splits without a winner, the attempts give their instances back without
-// waking anyone and try again within 1–3ms, at random.
+// died holds the queue up for about three polls. A waiter that stops
+// waiting when it is its turn passes the turn on with a message to the
+// next. Each Locker keeps one pub/sub connection per instance for all its
+// waiters. If a vote splits without a winner (a release that reached only
+// some instances yet, a place lapsed on one instance), the attempts give
+// their instances back without a message and try again within 1–3ms, at
+// random.
 //
 // Clients other than haita (redsync) know nothing of the queue and publish
 // nothing: their SET NX can take a free key ahead of the queue, and haita's

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/haita/haita/internal/redisslot"
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/locktest"
 )
@@ -128,57 +129,155 @@ func acquireAsync(ctx context.Context, l lock.Locker, key string) <-chan error {
 	return got
 }
 
-// TestQueueSplitVoteWakesFirst plays the release of a holder that reaches
-// the instances one at a time while two waiters of other Lockers queue, x
-// ahead of y. Instance 0 frees first and wakes x, which is granted there
-// but finds the holder on the others and gives it back quietly: its place
-// on instance 0 is gone, y is first there, and nobody told y. Instance 1
-// frees next and wakes x, which is refused on instance 0 (y's turn), gets
-// instance 1 alone and gives it back too, so that y is now first on both
-// free instances — a majority — and x sleeps. An attempt refused on y's
-// behalf must wake y: with the fallback poll at a minute, both waiters must
-// get the key by notification.
-func TestQueueSplitVoteWakesFirst(t *testing.T) {
-	_, clients := instances(t, 3)
-	const key = "splitwake"
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	for _, c := range clients {
-		if err := c.(*redis.Client).Set(ctx, key, "holder", time.Minute).Err(); err != nil {
+// holdAll sets key for a foreign holder on the instances idx, for a
+// minute.
+func holdAll(t *testing.T, clients []redis.Scripter, key string, idx ...int) {
+	t.Helper()
+	for _, i := range idx {
+		if err := clients[i].(*redis.Client).Set(t.Context(), key, "holder", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// free deletes key on instance c and, unless owner is "", publishes owner
+// on the key's channel, as a release there does.
+func free(t *testing.T, c redis.Scripter, key, owner string) {
+	t.Helper()
+	rc := c.(*redis.Client)
+	if err := rc.Del(t.Context(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if owner == "" {
+		return
+	}
+	if err := rc.Publish(t.Context(), "haita:released:"+key, owner).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// grants returns the fencing counter of key on c: how often it was granted.
+func grants(t *testing.T, c redis.Scripter, key string) int64 {
+	t.Helper()
+	n, err := c.(*redis.Client).Get(t.Context(), redisslot.CounterKey(key, ":haita:fence")).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// wait receives the outcomes of the Acquire calls of the named waiters, in
+// order.
+func wait(t *testing.T, names []string, got ...<-chan error) {
+	t.Helper()
+	for i, c := range got {
+		if err := <-c; err != nil {
+			t.Fatalf("waiter %s: %v", names[i], err)
+		}
+	}
+}
+
+// TestQueueSplitVoteKeepsPlace plays the release of a holder that reaches
+// the instances one at a time while two waiters of other Lockers queue, x
+// ahead of y. Instance 0 frees first and wakes x, which is granted there
+// but finds the holder on the others and gives it back: x must still be
+// first on instance 0, as on the others (had it lost its place, y would be
+// first on instance 0, and once instance 1 frees and x splits the vote
+// again, first on both free instances without anybody telling it). With
+// the fallback poll at a minute, both waiters must then get the key by
+// notification.
+func TestQueueSplitVoteKeepsPlace(t *testing.T) {
+	_, clients := instances(t, 3)
+	const key = "splitplace"
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	holdAll(t, clients, key, 0, 1, 2)
 	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
 	b := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
 	gotX := acquireAsync(ctx, a, key)
 	locktest.WaitUntilWaiting(t, a, key, 1)
 	gotY := acquireAsync(ctx, b, key)
 	locktest.WaitUntilWaiting(t, b, key, 1)
-	q := queued(t, clients[0], key)
-	if len(q) != 2 {
-		t.Fatalf("queue %v, want two waiters", q)
+	want := queued(t, clients[1], key)
+	if len(want) != 2 {
+		t.Fatalf("queue %v, want two waiters", want)
 	}
-	x := q[0]
-	free := func(i int) {
-		t.Helper()
-		c := clients[i].(*redis.Client)
-		if err := c.Del(ctx, key).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Publish(ctx, "haita:released:"+key, x).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	free(0)
+	x := want[0]
+	free(t, clients[0], key, x)
 	until(t, "x was not granted instance 0 and did not give it back", func() bool {
-		return !slices.Contains(queued(t, clients[0], key), x) && clients[0].(*redis.Client).Exists(ctx, key).Val() == 0
+		return grants(t, clients[0], key) >= 1 && clients[0].(*redis.Client).Exists(ctx, key).Val() == 0
 	})
-	free(1)
-	for name, got := range map[string]<-chan error{"x": gotX, "y": gotY} {
-		if err := <-got; err != nil {
-			t.Fatalf("waiter %s: %v", name, err)
-		}
+	if got := queued(t, clients[0], key); !slices.Equal(got, want) {
+		t.Fatalf("after x gave back a split vote, instance 0 queues %v, instance 1 %v", got, want)
 	}
+	free(t, clients[1], key, x)
+	wait(t, []string{"x", "y"}, gotX, gotY)
+}
+
+// TestQueueSameOrderEverywhere has waiter x granted on instance 0, where
+// nobody queued, and held on the others, so that it queues there only and
+// gives instance 0 back (twice: before and after it subscribed). A later waiter y then queues on all three. When x
+// next attempts it queues on instance 0 too, and must take the place of
+// its first attempt there, ahead of y, as on the others: instances that
+// disagree on who is first let nobody win a majority.
+func TestQueueSameOrderEverywhere(t *testing.T) {
+	_, clients := instances(t, 3)
+	const key = "sameorder"
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	holdAll(t, clients, key, 1, 2)
+	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	b := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	gotX := acquireAsync(ctx, a, key)
+	locktest.WaitUntilWaiting(t, a, key, 1)
+	// Both attempts of x (before and after it subscribed) were granted
+	// instance 0 and gave it back.
+	until(t, "x was not granted instance 0 twice and did not give it back", func() bool {
+		return grants(t, clients[0], key) == 2 && clients[0].(*redis.Client).Exists(ctx, key).Val() == 0
+	})
+	holdAll(t, clients, key, 0)
+	gotY := acquireAsync(ctx, b, key)
+	locktest.WaitUntilWaiting(t, b, key, 1)
+	want := queued(t, clients[1], key)
+	if len(want) != 2 {
+		t.Fatalf("queue %v, want two waiters", want)
+	}
+	x := want[0]
+	// Wake x without freeing anything: it attempts again and queues on
+	// instance 0.
+	if err := clients[1].(*redis.Client).Publish(ctx, "haita:released:"+key, x).Err(); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "x did not queue on instance 0", func() bool { return slices.Contains(queued(t, clients[0], key), x) })
+	if got := queued(t, clients[0], key); !slices.Equal(got, want) {
+		t.Fatalf("instance 0 queues %v, instance 1 %v", got, want)
+	}
+	for i := range clients {
+		free(t, clients[i], key, x)
+	}
+	wait(t, []string{"x", "y"}, gotX, gotY)
+}
+
+// TestQueueRefusedWakesFirst frees the key without naming anyone (a release
+// by a client that does not queue, or one whose message the first waiter
+// x missed) while x sleeps. A new contender y is refused on every instance
+// because it is x's turn; that refusal must wake x, or both sleep until
+// their polls (a minute here).
+func TestQueueRefusedWakesFirst(t *testing.T) {
+	_, clients := instances(t, 3)
+	const key = "refused"
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	holdAll(t, clients, key, 0, 1, 2)
+	a := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	b := newLocker(t, clients, lock.Options{PollInterval: time.Minute})
+	gotX := acquireAsync(ctx, a, key)
+	locktest.WaitUntilWaiting(t, a, key, 1)
+	for i := range clients {
+		free(t, clients[i], key, "")
+	}
+	gotY := acquireAsync(ctx, b, key)
+	wait(t, []string{"x", "y"}, gotX, gotY)
 }
 
 // scriptCount is a go-redis hook that counts the scripts a client ran.
@@ -210,11 +309,7 @@ func TestQueueLeaverPassesTurn(t *testing.T) {
 	const key = "leaver"
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	for _, c := range clients {
-		if err := c.(*redis.Client).Set(ctx, key, "holder", time.Minute).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	holdAll(t, clients, key, 0, 1, 2)
 	var scripts scriptCount
 	yclients := make([]redis.Scripter, len(servers))
 	for i, s := range servers {
@@ -233,10 +328,8 @@ func TestQueueLeaverPassesTurn(t *testing.T) {
 	// y's first attempt and the one after it subscribed: three scripts
 	// each.
 	until(t, "y did not make its two attempts", func() bool { return scripts.n.Load() >= 6 })
-	for _, c := range clients {
-		if err := c.(*redis.Client).Del(ctx, key).Err(); err != nil {
-			t.Fatal(err)
-		}
+	for i := range clients {
+		free(t, clients[i], key, "")
 	}
 	xcancel()
 	if err := <-gotX; !errors.Is(err, context.Canceled) {

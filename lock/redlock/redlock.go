@@ -102,6 +102,7 @@ func New(clients []redis.Scripter, opts lock.Options, options ...Option) (*Locke
 	var lb lock.Backend = b
 	if subs, ok := subscribers(clients); ok {
 		b.waiters = make(map[string]*waiter)
+		b.arrivals = make(map[string]arrival)
 		poll := opts.PollInterval
 		if poll <= 0 {
 			poll = time.Second
@@ -133,6 +134,23 @@ type backend struct {
 	place   time.Duration
 	mu      sync.Mutex
 	waiters map[string]*waiter
+
+	// The clock of each waiting request's first attempt, by owner: every
+	// attempt queues at it, so that a waiter that joins an instance's queue
+	// later than the others' (it was granted there, where nobody queued,
+	// in a vote that split; the instance missed an attempt) takes the same
+	// place there, and the instances agree on the order. Guarded by mu;
+	// entries go when the request is granted, released or stops waiting,
+	// and a sweep drops those unused for longer than a place lasts.
+	arrivals map[string]arrival
+	sweepAt  int
+}
+
+// arrival is one waiting request's first attempt's clock (µs), and when it
+// last attempted.
+type arrival struct {
+	at   string
+	used time.Time
 }
 
 // waiter is one waiting Acquire of this Locker.
@@ -271,9 +289,41 @@ func (b *backend) Try(ctx context.Context, req lock.Request) (lock.Grant, error)
 		if w := b.waiters[req.Owner.String()]; w != nil {
 			w.took = true
 		}
+		delete(b.arrivals, req.Owner.String())
 		b.mu.Unlock()
 	}
 	return g, err
+}
+
+// arrival returns the clock of owner's first waiting attempt, or start's
+// if this is the first, and notes that owner attempts at start.
+func (b *backend) arrival(owner string, start time.Time) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, ok := b.arrivals[owner]
+	if !ok {
+		if len(b.arrivals) >= b.sweepAt {
+			for o, a := range b.arrivals {
+				if start.Sub(a.used) > b.place {
+					delete(b.arrivals, o)
+				}
+			}
+			b.sweepAt = 2*len(b.arrivals) + 64
+		}
+		a.at = strconv.FormatInt(start.UnixMicro(), 10)
+	}
+	a.used = start
+	b.arrivals[owner] = a
+	return a.at
+}
+
+// forget drops owner's arrival: it no longer waits.
+func (b *backend) forget(owner string) {
+	if b.arrivals != nil {
+		b.mu.Lock()
+		delete(b.arrivals, owner)
+		b.mu.Unlock()
+	}
 }
 
 func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error) {
@@ -284,7 +334,10 @@ func (b *backend) try(ctx context.Context, req lock.Request) (lock.Grant, error)
 	if queue {
 		waiting = "1"
 	}
-	arrival := strconv.FormatInt(start.UnixMicro(), 10)
+	arrival := "0"
+	if queue {
+		arrival = b.arrival(owner, start)
+	}
 	var mu sync.Mutex
 	holders := make(map[string]int) // instances held, by holder
 	replies := b.fanOut(b.all(), func(c redis.Scripter) (int64, error) {
@@ -471,6 +524,7 @@ func (b *backend) release(ctx context.Context, req lock.Request, ch string, keep
 // minority's keys are deleted), otherwise nil when one instance at least
 // released it.
 func (b *backend) Release(ctx context.Context, req lock.Request) error {
+	b.forget(req.Owner.String())
 	var released, notHeld int
 	var errs []error
 	for i, r := range b.release(ctx, req, channel(b.prefix+req.Key), false) {
@@ -597,6 +651,7 @@ func (s *subscription) C() <-chan struct{} { return s.w.c }
 func (s *subscription) Close() {
 	s.b.mu.Lock()
 	delete(s.b.waiters, s.req.Owner.String())
+	delete(s.b.arrivals, s.req.Owner.String())
 	took := s.w.took
 	s.b.mu.Unlock()
 	for _, h := range s.hubs {
