@@ -20,33 +20,8 @@ import (
 // here, must still learn of its grant, from Redis, and not only when the
 // poll (a minute) or the lease's TTL (a minute) runs out.
 func TestGrantBeforeSubscription(t *testing.T) {
-	s := testserver.Redis(t, testserver.RedisOptions{})
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
 	ctx := t.Context()
-
-	holder, err := New(c, lock.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = holder.Close() })
-	le, err := holder.Acquire(ctx, "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	b := &backend{c: c, poll: time.Minute, hub: newHub(c, linger)}
-	b.q = lock.NewWaitQueue(b.releaseOrphan)
-	t.Cleanup(func() { _ = b.Close() })
-	req := func() lock.Request {
-		return lock.Request{Key: "k", Owner: lock.NewOwner(), TTL: time.Minute, Wait: true}
-	}
-	a, bb := req(), req()
-	for _, r := range []lock.Request{a, bb} {
-		if _, err := b.Try(ctx, r); !errors.Is(err, lock.ErrNotAcquired) {
-			t.Fatalf("Try = %v, want held", err)
-		}
-	}
+	b, le, a, bb := queuedBehindHolder(t, lock.Options{}, time.Minute)
 	if err := le.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -94,32 +69,8 @@ func TestGrantBeforeSubscription(t *testing.T) {
 // does not lead here, and not wait until its place in Redis's queue
 // expires (a TTL) for B to take the key past it.
 func TestTurnOfAWaiterNotLeadingHere(t *testing.T) {
-	s := testserver.Redis(t, testserver.RedisOptions{})
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
 	ctx := t.Context()
-
-	holder, err := New(c, lock.Options{TTL: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = holder.Close() })
-	if _, err := holder.Acquire(ctx, "k"); err != nil {
-		t.Fatal(err)
-	}
-
-	b := &backend{c: c, poll: time.Second, hub: newHub(c, linger)}
-	b.q = lock.NewWaitQueue(b.releaseOrphan)
-	t.Cleanup(func() { _ = b.Close() })
-	req := func() lock.Request {
-		return lock.Request{Key: "k", Owner: lock.NewOwner(), TTL: time.Minute, Wait: true}
-	}
-	a, bb := req(), req()
-	for _, r := range []lock.Request{a, bb} {
-		if _, err := b.Try(ctx, r); !errors.Is(err, lock.ErrNotAcquired) {
-			t.Fatalf("Try = %v, want held", err)
-		}
-	}
+	b, _, a, bb := queuedBehindHolder(t, lock.Options{TTL: 300 * time.Millisecond}, time.Second)
 
 	type result struct {
 		g   lock.Grant
@@ -158,6 +109,40 @@ func TestTurnOfAWaiterNotLeadingHere(t *testing.T) {
 	if err := b.Release(ctx, lock.Request{Key: "k", Owner: bb.Owner, TTL: time.Minute, Token: r.g.Token}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// queuedBehindHolder starts a server on which a Locker with opts holds
+// "k" (its lease is returned), and a backend polling every poll whose two
+// waiting requests a and b, in that order, asked Redis and queued there
+// without waiting yet: the state two Acquire calls of one Locker reach
+// when both find no local waiter.
+func queuedBehindHolder(t *testing.T, opts lock.Options, poll time.Duration) (b *backend, le *lock.Lease, a, bb lock.Request) {
+	t.Helper()
+	s := testserver.Redis(t, testserver.RedisOptions{})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+	holder, err := New(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Close() })
+	if le, err = holder.Acquire(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	b = &backend{c: c, poll: poll, hub: newHub(c, linger)}
+	b.q = lock.NewWaitQueue(b.releaseOrphan)
+	t.Cleanup(func() { _ = b.Close() })
+	req := func() lock.Request {
+		return lock.Request{Key: "k", Owner: lock.NewOwner(), TTL: time.Minute, Wait: true}
+	}
+	a, bb = req(), req()
+	for _, r := range []lock.Request{a, bb} {
+		if _, err := b.Try(ctx, r); !errors.Is(err, lock.ErrNotAcquired) {
+			t.Fatalf("Try = %v, want held", err)
+		}
+	}
+	return b, le, a, bb
 }
 
 func waitUntil(t *testing.T, cond func() bool) {
