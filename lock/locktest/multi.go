@@ -513,7 +513,8 @@ func (m *multi) testRWNotStarved(t *testing.T) {
 	key := m.key(t)
 	w := m.rw(t, lock.Options{})
 	var queued atomic.Bool
-	var after atomic.Int32 // read grants after the writer queued
+	var refused atomic.Bool // a reader was refused: the writer waits
+	var after atomic.Int32  // read grants after the writer queued
 	granted := make(chan struct{})
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, Readers)
@@ -538,6 +539,9 @@ func (m *multi) testRWNotStarved(t *testing.T) {
 					t.Errorf("reader %d: %v", i, err)
 					release(t, le)
 					return
+				}
+				if err != nil {
+					refused.Store(true) // before this reader lets go
 				}
 				if queued.Load() && err == nil && after.Add(1) > 50*Readers {
 					t.Errorf("a writer waits behind %d read grants made after it queued: readers starve it", after.Load())
@@ -570,9 +574,26 @@ func (m *multi) testRWNotStarved(t *testing.T) {
 		}
 		res <- err
 	}()
-	// Readers hold the key all along: a writer granted without waiting
-	// overlapped them.
-	waitQueued(t, w.Writer(), key, res, "a writer while readers hold the key")
+	// Readers hold the key all along, until one is refused because the
+	// writer waits; then they all let go at once, and the writer may be
+	// granted before its wait is seen here. A writer granted with no
+	// reader refused overlapped them.
+	for deadline := time.Now().Add(30 * time.Second); w.Writer().Waiting(key) < 1 && !refused.Load(); {
+		select {
+		case err := <-res:
+			if !refused.Load() {
+				t.Errorf("a writer while readers hold the key was granted without waiting (%v)", err)
+			}
+			res <- err
+		default:
+			if time.Now().After(deadline) {
+				t.Fatalf("no writer waits for %q after 30s", key)
+			}
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		break
+	}
 	queued.Store(true)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
