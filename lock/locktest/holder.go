@@ -75,9 +75,7 @@ func (s *suite) testHolder(t *testing.T) {
 		}
 		got <- w
 	}()
-	// Give the waiter time to queue; one that has not yet takes the freed
-	// key as any acquire does, and is checked the same way.
-	time.Sleep(100 * time.Millisecond)
+	WaitUntilWaiting(t, a, key, 1)
 	release(t, le)
 	w := <-got
 	if w == nil {

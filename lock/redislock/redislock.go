@@ -325,9 +325,9 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 	// Try may have queued req in Redis while another waiter of this Locker
 	// leads here (both found no local waiter and asked Redis). Redis may
 	// then hand the key to req before req's subscription was in force, and
-	// such a grant reaches nobody: req asks once, leading or not.
-	unseen := tried.queued && !continuous
-	poked := false
+	// such a grant reaches nobody: req starts as if poked, and asks once,
+	// leading or not.
+	poked := tried.queued && !continuous
 	ask := func() (lock.Grant, bool, error) {
 		sent := time.Now()
 		var token int64
@@ -366,13 +366,12 @@ func (b *backend) Wait(ctx context.Context, req lock.Request) (lock.Grant, error
 			// A poke says the key may be free and req's turn in Redis,
 			// whose queue need not be in this Locker's order: req asks,
 			// leading here or not.
-			if unseen || poked {
+			if poked {
 				if g, done, err := ask(); done {
 					return g, err
 				}
 			}
 		}
-		unseen = false
 		asked = false
 		poked = false
 		timer.Reset(d)
