@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/haita/haita/lock"
 	"github.com/haita/haita/lock/etcdlock"
+	"github.com/haita/haita/lock/mysqllock"
 	"github.com/haita/haita/lock/pglock"
 )
 
@@ -34,7 +36,7 @@ import (
 //
 //	cd bench && for i in 1 2 3; do go test -run '^$' -bench 'BenchmarkEtcdUncontended|BenchmarkPGUncontended|HotKeyEach' -benchtime 1s -count 1 -timeout 20m .; done
 
-// xprocEnv selects child mode: "pg" or "etcd". The other variables are the
+// xprocEnv selects child mode: "pg", "mysql" or "etcd". The other variables are the
 // server address, the key and how long to take it.
 const (
 	xprocEnv     = "HAITA_BENCH_XPROC"
@@ -80,6 +82,18 @@ func runXprocChild() error {
 			return err
 		}
 		if l, err = pglock.New(pool, lock.Options{TTL: benchTTL}); err != nil {
+			return err
+		}
+	case "mysql":
+		db, err := sql.Open("mysql", addr)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := db.PingContext(ctx); err != nil {
+			return err
+		}
+		if l, err = mysqllock.New(db, lock.Options{TTL: benchTTL}); err != nil {
 			return err
 		}
 	case "etcd":
@@ -331,6 +345,49 @@ func BenchmarkEtcdHotKeyEach(b *testing.B) {
 	})
 	b.Run("lib=haita/shape=procs/g=8", func(b *testing.B) {
 		res, err := runXprocHotKey("etcd", strings.Join(cli.Endpoints(), ","), uniqueKey("etcde/"), contenders)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reportRun(b, res)
+	})
+}
+
+// BenchmarkMySQLHotKeyEach: 8 contenders on one key on MariaDB, as one
+// shared mysqllock Locker, one Locker per goroutine and one process per
+// contender, in the same run. Across Lockers, waiters poll (MySQL has no
+// notification).
+func BenchmarkMySQLHotKeyEach(b *testing.B) {
+	db := startMaria(b)
+	_, m := myPeers(b, db)
+	mus := make([]mutex, contenders)
+	for i := range mus {
+		l, err := mysqllock.New(db, lock.Options{TTL: benchTTL})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = l.Close() })
+		mus[i] = lockerMutex(l)
+	}
+	b.Run("lib=haita/shape=shared/g=8", func(b *testing.B) {
+		res, err := runHotKey(context.Background(), m["haita"], uniqueKey("mye:"), contenders, b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reportHotKey(b, res, b.N)
+	})
+	b.Run("lib=haita/shape=lockers/g=8", func(b *testing.B) {
+		res, err := runHotKeyEach(context.Background(), mus, uniqueKey("mye:"), b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reportHotKey(b, res, b.N)
+	})
+	b.Run("lib=haita/shape=procs/g=8", func(b *testing.B) {
+		var port int
+		if err := db.QueryRow("SELECT @@port").Scan(&port); err != nil {
+			b.Fatal(err)
+		}
+		res, err := runXprocHotKey("mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/bench", port), uniqueKey("mye:"), contenders)
 		if err != nil {
 			b.Fatal(err)
 		}
